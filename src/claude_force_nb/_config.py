@@ -1,0 +1,92 @@
+"""Defaults, and the one place environment variables are read.
+
+Everything else takes explicit arguments; `read_environment()` is called at the edges (the orchestrator's
+constructor, the cache's constructor, the notebook extension) so tests can pass a fake environment instead
+of patching `os.environ`.
+
+Environment variables:
+
+| variable | meaning |
+|---|---|
+| `ANTHROPIC_API_KEY` | the API key; without it (and without a base URL) the notebook uses the simulator |
+| `ANTHROPIC_BASE_URL` | another endpoint (a proxy, or a simulator started elsewhere) |
+| `CLAUDE_CACHE_SECRET` | the HMAC secret for cache entries (else a per-user secret file is created) |
+| `CLAUDE_FORCE_NB_CACHE_DIR` | where the disk cache lives (default: the user's cache dir) |
+| `CLAUDE_FORCE_NB_CONFIG_DIR` | where the per-user secret lives (default: the user's config dir) |
+| `CLAUDE_FORCE_NB_SIMULATE` | `1` forces the bundled simulator even when a key is set (Binder, demos) |
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_CACHE_MAX_SIZE_MB",
+    "DEFAULT_CACHE_TTL_HOURS",
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_MODEL",
+    "DEFAULT_TIMEOUT_S",
+    "Environment",
+    "read_environment",
+]
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+"""The current Sonnet: the usual balance of speed, quality and price for notebook work."""
+DEFAULT_MAX_TOKENS = 4096
+DEFAULT_MAX_CONCURRENT = 10
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_CACHE_TTL_HOURS = 24.0
+DEFAULT_CACHE_MAX_SIZE_MB = 1000.0
+
+_APP = "claude_force_nb"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment:
+    """What the process environment says, read once."""
+
+    api_key: str | None
+    base_url: str | None
+    cache_secret: str | None
+    cache_dir: Path
+    config_dir: Path
+    simulate: bool
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when calls can go to a real endpoint: a key, or an explicit base URL."""
+        return bool(self.api_key) or bool(self.base_url)
+
+
+def _user_dir(environ: Mapping[str, str], xdg_var: str, posix_default: str, mac: str, win_var: str) -> Path:
+    """The platform's per-user folder of one kind (XDG on Linux, ~/Library on macOS, %LOCALAPPDATA%)."""
+    home = Path(environ.get("HOME") or Path.home())
+    if sys.platform == "win32":
+        base = environ.get(win_var)
+        return Path(base) if base else home / "AppData" / "Local"
+    if sys.platform == "darwin":
+        return home / "Library" / mac
+    xdg = environ.get(xdg_var)
+    return Path(xdg) if xdg and os.path.isabs(xdg) else home / posix_default
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
+    """Read the variables in this module's docstring from `environ` (default: `os.environ`)."""
+    env = os.environ if environ is None else environ
+    cache_root = _user_dir(env, "XDG_CACHE_HOME", ".cache", "Caches", "LOCALAPPDATA")
+    config_root = _user_dir(env, "XDG_CONFIG_HOME", ".config", "Application Support", "APPDATA")
+    cache_dir = env.get("CLAUDE_FORCE_NB_CACHE_DIR")
+    config_dir = env.get("CLAUDE_FORCE_NB_CONFIG_DIR")
+    return Environment(
+        api_key=env.get("ANTHROPIC_API_KEY") or None,
+        base_url=env.get("ANTHROPIC_BASE_URL") or None,
+        cache_secret=env.get("CLAUDE_CACHE_SECRET") or None,
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else cache_root / _APP,
+        config_dir=Path(config_dir).expanduser() if config_dir else config_root / _APP,
+        simulate=env.get("CLAUDE_FORCE_NB_SIMULATE", "").strip().lower() in ("1", "true", "yes", "on"),
+    )

@@ -1,0 +1,124 @@
+"""One exception tree for the whole package.
+
+```
+ClaudeForceError
+├── ConfigError (ValueError)           a malformed .claude/claude.json, agent entry, or unsafe path
+│   └── UnknownAgentError (KeyError)   a name that is not an agent (or workflow) of this orchestrator
+├── BudgetExceededError                a call refused before dispatch: it could push spend past the budget
+├── CacheMiss                          replay mode: the answer is not in the cache, and no call is allowed
+├── BundleError (ValueError)           a replay bundle that is malformed, oversized, or fails its checksums
+└── BackendError                       the API call itself failed (after translation from the SDK)
+    ├── APICallError                   the API answered with an error (status, error type, retry hints)
+    ├── ConnectionFailedError          no answer: connection refused/reset, stream cut short
+    ├── AttemptTimeoutError            one attempt ran past `timeout_seconds`
+    └── MalformedResponseError         an answer we could not parse
+```
+
+SDK exceptions never leak out of the backend: `claude_force_nb._backends.anthropic` translates them with
+`raise ... from exc`, so callers match on this tree and still see the original in `__cause__`. The notebook
+layer turns user-input errors (ConfigError, UnknownAgentError, bad options) into IPython `UsageError`.
+"""
+
+from __future__ import annotations
+
+from ._retry import is_retryable_status
+
+__all__ = [
+    "APICallError",
+    "AttemptTimeoutError",
+    "BackendError",
+    "BudgetExceededError",
+    "BundleError",
+    "CacheMiss",
+    "ClaudeForceError",
+    "ConfigError",
+    "ConnectionFailedError",
+    "MalformedResponseError",
+    "UnknownAgentError",
+]
+
+
+class ClaudeForceError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(ClaudeForceError, ValueError):
+    """The agent configuration is unusable; the message names the file and the place in it."""
+
+
+class UnknownAgentError(ConfigError, KeyError):
+    """An agent or workflow name that this orchestrator does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message; we want it readable
+        return str(self.args[0]) if self.args else "unknown agent"
+
+
+class BudgetExceededError(ClaudeForceError):
+    """A call was refused before it was sent, because its worst-case cost could exceed the budget."""
+
+
+class CacheMiss(ClaudeForceError):
+    """Replay mode found no cached answer for this request; nothing was sent to the API."""
+
+    def __init__(self, message: str, *, agent: str | None = None, task: str | None = None) -> None:
+        super().__init__(message)
+        self.agent = agent
+        self.task = task
+
+
+class BundleError(ClaudeForceError, ValueError):
+    """A replay bundle was refused; the message names the entry at fault."""
+
+
+class BackendError(ClaudeForceError):
+    """A call to the model failed.
+
+    `retryable` is the backend's verdict on whether trying again can help; `retry_after` is the wait (in
+    seconds) the server asked for, when it asked.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+class APICallError(BackendError):
+    """The API answered with an error status (or an error event inside a stream)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        error_type: str | None = None,
+        should_retry: bool | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, request_id=request_id)
+        self.status = status
+        self.error_type = error_type
+        self.should_retry = should_retry
+        # Decided once, here, by the pure policy function, so every layer agrees on it.
+        self.retryable = is_retryable_status(status, error_type=error_type, should_retry=should_retry)
+
+
+class ConnectionFailedError(BackendError):
+    """No (complete) answer arrived: the connection failed or a stream ended early."""
+
+    retryable = True
+
+
+class AttemptTimeoutError(BackendError):
+    """One attempt took longer than the per-attempt timeout and was abandoned."""
+
+    retryable = True
+
+
+class MalformedResponseError(BackendError):
+    """The API answered 2xx with a body we could not understand. Not retried: it is not a known transient."""

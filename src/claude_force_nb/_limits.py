@@ -1,0 +1,205 @@
+"""Spending and pacing: the budget's reservations, and client-side rate limits.
+
+Both live on the event loop's thread (the orchestrator's only thread), so they need no locks: every method
+runs between two awaits.
+
+**Budget.** Before a call is sent, its worst-case cost (every prompt token at the dearest input rate it could
+be billed at, plus `max_tokens` of output) is reserved; a call whose reservation does not fit in what is left
+is refused and never sent. When the call ends the reservation is replaced by the real cost, which can only be
+smaller, so `spent <= spent + reserved <= limit` holds at every moment.
+
+**Rate limits.** One token bucket per configured per-minute limit (requests, input tokens, output tokens),
+refilled continuously as the API's own limiter is. Output tokens are taken at `max_tokens` up front, as the
+API estimates them, and the unused part is given back when the answer arrives. Separately, a shared *pause*
+holds back every new attempt: after a 429 (for the server's `retry-after`) and when the
+`anthropic-ratelimit-*-remaining` headers say a limit is nearly spent, so a crowd of calls does not run into
+the wall together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ._exceptions import BudgetExceededError
+from ._request import RateLimitSnapshot
+
+__all__ = ["NEARLY_SPENT_FRACTION", "Budget", "RateLimiter", "Reservation", "TokenBucket"]
+
+NEARLY_SPENT_FRACTION = 0.05
+"""A server limit with less than this fraction left counts as nearly spent."""
+_MAX_HEADER_PAUSE_S = 60.0
+
+
+@dataclass(slots=True)
+class Reservation:
+    amount: float
+    open: bool = True
+
+
+class Budget:
+    """A spending cap in dollars, enforced by reserving each call's worst case before it is sent."""
+
+    def __init__(self, limit_usd: float | None) -> None:
+        if limit_usd is not None and (math.isnan(limit_usd) or limit_usd < 0):
+            raise ValueError(f"budget_usd must be a non-negative number, got {limit_usd}")
+        self.limit_usd = limit_usd
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
+
+    @property
+    def remaining_usd(self) -> float:
+        if self.limit_usd is None:
+            return math.inf
+        return max(self.limit_usd - self.spent_usd - self.reserved_usd, 0.0)
+
+    def reserve(self, worst_case_usd: float, *, what: str) -> Reservation:
+        """Hold `worst_case_usd` for a call, or raise BudgetExceededError without holding anything."""
+        if self.limit_usd is None:
+            return Reservation(0.0)
+        if math.isnan(worst_case_usd):
+            raise BudgetExceededError(
+                f"{what}: the model is not in the rate card, so its cost cannot be bounded and a budget "
+                "cannot be enforced; add its prices (pricing=...) or run without budget_usd"
+            )
+        if self.spent_usd + self.reserved_usd + worst_case_usd > self.limit_usd + 1e-12:
+            raise BudgetExceededError(
+                f"{what}: refused before sending; its worst case ${worst_case_usd:.4f} exceeds the "
+                f"${self.remaining_usd:.4f} left of the ${self.limit_usd:.2f} budget "
+                f"(spent ${self.spent_usd:.4f}, ${self.reserved_usd:.4f} held by calls in flight)"
+            )
+        self.reserved_usd += worst_case_usd
+        return Reservation(worst_case_usd)
+
+    def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Replace a reservation by the real cost (NaN counts as the whole reservation)."""
+        if not reservation.open:
+            return
+        reservation.open = False
+        self.reserved_usd = max(self.reserved_usd - reservation.amount, 0.0)
+        self.spent_usd += reservation.amount if math.isnan(actual_usd) else actual_usd
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back: the call was never sent."""
+        self.settle(reservation, 0.0)
+
+    def __repr__(self) -> str:
+        limit = "none" if self.limit_usd is None else f"${self.limit_usd:.2f}"
+        return f"Budget(limit={limit}, spent=${self.spent_usd:.4f}, reserved=${self.reserved_usd:.4f})"
+
+
+class TokenBucket:
+    """A bucket of `capacity` tokens refilled at `capacity` per minute, continuously."""
+
+    def __init__(self, per_minute: float, *, now: float) -> None:
+        if per_minute <= 0:
+            raise ValueError(f"a per-minute limit must be positive, got {per_minute}")
+        self.capacity = float(per_minute)
+        self.rate = self.capacity / 60.0
+        self.tokens = self.capacity
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def wait_for(self, amount: float, *, now: float) -> float:
+        """Seconds until `amount` tokens are available (0 if they are now). A request for more than the
+        whole capacity is treated as a request for all of it, or it could never be served."""
+        self._refill(now)
+        need = min(amount, self.capacity) - self.tokens
+        return 0.0 if need <= 0 else need / self.rate
+
+    def take(self, amount: float, *, now: float) -> None:
+        self._refill(now)
+        self.tokens -= min(amount, self.capacity)
+
+    def give_back(self, amount: float, *, now: float) -> None:
+        self._refill(now)
+        self.tokens = min(self.capacity, self.tokens + amount)
+
+
+class RateLimiter:
+    """Client-side pacing: token buckets for the configured limits plus a shared pause."""
+
+    def __init__(
+        self,
+        *,
+        requests_per_minute: float | None = None,
+        input_tokens_per_minute: float | None = None,
+        output_tokens_per_minute: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        now = clock()
+        self._clock = clock
+        self._sleep = sleep
+        self.requests = TokenBucket(requests_per_minute, now=now) if requests_per_minute else None
+        self.input_tokens = TokenBucket(input_tokens_per_minute, now=now) if input_tokens_per_minute else None
+        self.output_tokens = (
+            TokenBucket(output_tokens_per_minute, now=now) if output_tokens_per_minute else None
+        )
+        self.paused_until = 0.0
+        self.waited_s = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return any(b is not None for b in (self.requests, self.input_tokens, self.output_tokens))
+
+    def pause(self, seconds: float) -> None:
+        """Hold back every new attempt for `seconds` (extends, never shortens, a pause in force)."""
+        if seconds > 0:
+            self.paused_until = max(self.paused_until, self._clock() + seconds)
+
+    async def acquire(self, *, input_tokens: int, output_tokens: int) -> None:
+        """Wait until the pause is over and every bucket can give its share, then take it."""
+        needs = (
+            (self.requests, 1.0),
+            (self.input_tokens, float(input_tokens)),
+            (self.output_tokens, float(output_tokens)),
+        )
+        while True:
+            now = self._clock()
+            wait = self.paused_until - now
+            for bucket, amount in needs:
+                if bucket is not None:
+                    wait = max(wait, bucket.wait_for(amount, now=now))
+            if wait <= 0:
+                for bucket, amount in needs:
+                    if bucket is not None:
+                        bucket.take(amount, now=now)
+                return
+            self.waited_s += wait
+            await self._sleep(wait)
+
+    def give_back_output(self, unused_tokens: int) -> None:
+        if self.output_tokens is not None and unused_tokens > 0:
+            self.output_tokens.give_back(float(unused_tokens), now=self._clock())
+
+    def observe(self, snapshot: RateLimitSnapshot | None) -> float:
+        """Pause new attempts if the server says a limit is nearly spent; returns the pause set (seconds).
+
+        The pause is the time the server's limiter needs to refill back to the threshold, assuming it
+        refills continuously over a minute (as Anthropic's does), and never past the advertised reset.
+        """
+        if snapshot is None:
+            return 0.0
+        pause = 0.0
+        for kind, remaining in snapshot.remaining.items():
+            limit = snapshot.limit.get(kind)
+            if not limit or limit <= 0:
+                continue
+            threshold = max(1.0, NEARLY_SPENT_FRACTION * limit)
+            if remaining >= threshold:
+                continue
+            refill = (threshold - remaining) / (limit / 60.0)
+            reset = snapshot.reset_in_s.get(kind)
+            if reset is not None and reset >= 0:
+                refill = min(refill, reset)
+            pause = max(pause, min(refill, _MAX_HEADER_PAUSE_S))
+        self.pause(pause)
+        return pause

@@ -1,0 +1,178 @@
+"""Pure retry policy, the budget's reservations, and the client-side rate limiter."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from claude_force_nb import BudgetExceededError, RetryPolicy
+from claude_force_nb._exceptions import APICallError, AttemptTimeoutError, ConnectionFailedError
+from claude_force_nb._limits import Budget, RateLimiter, TokenBucket
+from claude_force_nb._request import RateLimitSnapshot
+from claude_force_nb._retry import backoff_delay, is_retryable, is_retryable_status, parse_retry_after
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "should_retry", "expected"),
+    [
+        (408, None, None, True),
+        (409, None, None, True),
+        (429, "rate_limit_error", None, True),
+        (500, "api_error", None, True),
+        (502, None, None, True),
+        (529, "overloaded_error", None, True),
+        (None, "overloaded_error", None, True),  # an error event inside a 200 stream
+        (400, "invalid_request_error", None, False),
+        (401, "authentication_error", None, False),
+        (403, "permission_error", None, False),
+        (404, "not_found_error", None, False),
+        (413, "request_too_large", None, False),
+        (400, None, True, False),  # never: not even when the server says so
+        (500, None, False, False),  # x-should-retry: false is obeyed
+        (422, None, True, True),  # x-should-retry: true is obeyed where it is allowed
+        (422, None, None, False),
+    ],
+)
+def test_retryable_statuses(status: int | None, error_type: str | None, should_retry: bool | None, expected: bool) -> None:
+    """Which answers are retried, as a table."""
+    assert is_retryable_status(status, error_type=error_type, should_retry=should_retry) is expected
+
+
+def test_exception_verdicts() -> None:
+    """Timeouts and connection failures are retryable; an APICallError carries its status's verdict."""
+    assert is_retryable(AttemptTimeoutError("slow"))
+    assert is_retryable(ConnectionFailedError("reset"))
+    assert is_retryable(APICallError("x", status=529, error_type="overloaded_error"))
+    assert not is_retryable(APICallError("x", status=401))
+    assert not is_retryable(ValueError("not ours"))
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"retry-after": "Thu, 01 Jan 1970 00:01:40 GMT"}, 40.0),  # now = 60
+        ({"retry-after": "soon"}, None),
+        ({"retry-after-ms": "-5"}, None),
+        ({}, None),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    """retry-after-ms wins; seconds and HTTP dates are understood; nonsense means no advice."""
+    assert parse_retry_after(headers, now=60.0) == expected
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    """Backoff doubles per retry up to the cap, and jitter only ever shortens it."""
+    policy = RetryPolicy(base_delay_s=0.5, max_delay_s=8.0, jitter=0.25)
+    assert [backoff_delay(i, policy, retry_after=None, rand=0.0) for i in range(6)] == [0.5, 1, 2, 4, 8, 8]
+    assert backoff_delay(2, policy, retry_after=None, rand=0.999) == pytest.approx(2 * (1 - 0.25 * 0.999))
+    assert backoff_delay(10_000, policy, retry_after=None, rand=0.0) == 8.0
+
+
+def test_retry_after_replaces_backoff_and_is_capped() -> None:
+    """A server's retry-after is used as is, up to the configured cap."""
+    policy = RetryPolicy(max_retry_after_s=30.0)
+    assert backoff_delay(0, policy, retry_after=2.5, rand=0.9) == 2.5
+    assert backoff_delay(0, policy, retry_after=3600, rand=0.0) == 30.0
+
+
+def test_retry_policy_validates() -> None:
+    """Nonsense policies are refused."""
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy(max_retries=-1)
+    with pytest.raises(ValueError, match="jitter"):
+        RetryPolicy(jitter=2)
+
+
+def test_budget_reserves_settles_and_refuses() -> None:
+    """Reservations hold money until settled; a call that would pass the limit is refused holding nothing."""
+    budget = Budget(1.0)
+    first = budget.reserve(0.6, what="a")
+    with pytest.raises(BudgetExceededError, match=r"b: refused before sending.*\$0\.4000 left"):
+        budget.reserve(0.5, what="b")
+    assert budget.reserved_usd == pytest.approx(0.6)
+    budget.settle(first, 0.1)
+    assert budget.spent_usd == pytest.approx(0.1)
+    assert budget.remaining_usd == pytest.approx(0.9)
+    second = budget.reserve(0.5, what="b")
+    budget.release(second)
+    budget.settle(second, 0.3)  # settling twice is a no-op
+    assert budget.spent_usd == pytest.approx(0.1)
+    assert budget.reserved_usd == 0
+
+
+def test_budget_refuses_unpriced_models() -> None:
+    """A NaN worst case (unpriced model) cannot be bounded, so a budgeted call is refused."""
+    with pytest.raises(BudgetExceededError, match="not in the rate card"):
+        Budget(5.0).reserve(math.nan, what="x")
+    Budget(None).reserve(math.nan, what="x")  # no budget, no refusal
+
+
+def test_token_bucket_refills_continuously() -> None:
+    """A 60-per-minute bucket gives one token a second once empty."""
+    bucket = TokenBucket(60, now=0.0)
+    bucket.take(60, now=0.0)
+    assert bucket.wait_for(1, now=0.0) == pytest.approx(1.0)
+    assert bucket.wait_for(1, now=0.5) == pytest.approx(0.5)
+    assert bucket.wait_for(1, now=1.0) == 0
+    assert bucket.wait_for(10_000, now=1.0) == pytest.approx(59.0)  # capped at capacity: never impossible
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+async def test_rate_limiter_paces_requests() -> None:
+    """With 120 requests/minute, the 121st request waits half a second."""
+    clock = FakeClock()
+    limiter = RateLimiter(requests_per_minute=120, clock=clock, sleep=clock.sleep)
+    for _ in range(120):
+        await limiter.acquire(input_tokens=1, output_tokens=1)
+    assert clock.sleeps == []
+    await limiter.acquire(input_tokens=1, output_tokens=1)
+    assert clock.sleeps == [pytest.approx(0.5)]
+
+
+async def test_rate_limiter_takes_output_at_max_tokens_and_gives_back() -> None:
+    """Output tokens are reserved at max_tokens and the unused part returns to the bucket."""
+    clock = FakeClock()
+    limiter = RateLimiter(output_tokens_per_minute=1000, clock=clock, sleep=clock.sleep)
+    await limiter.acquire(input_tokens=0, output_tokens=800)
+    limiter.give_back_output(700)
+    await limiter.acquire(input_tokens=0, output_tokens=800)
+    assert clock.sleeps == []
+
+
+async def test_pause_holds_every_call() -> None:
+    """A shared pause (after a 429) delays the next acquisition until it is over."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.pause(2.0)
+    await limiter.acquire(input_tokens=1, output_tokens=1)
+    assert clock.now == pytest.approx(2.0)
+
+
+def test_nearly_spent_headers_pause_proportionally() -> None:
+    """Remaining under 5% of a limit pauses until the server's bucket refills to 5%, capped by the reset."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    plenty = RateLimitSnapshot(remaining={"requests": 50}, limit={"requests": 100}, reset_in_s={"requests": 30})
+    assert limiter.observe(plenty) == 0
+    low = RateLimitSnapshot(remaining={"requests": 1}, limit={"requests": 100}, reset_in_s={"requests": 30})
+    assert limiter.observe(low) == pytest.approx((5 - 1) / (100 / 60))
+    tight = RateLimitSnapshot(remaining={"tokens": 0}, limit={"tokens": 1000}, reset_in_s={"tokens": 0.5})
+    assert limiter.observe(tight) == pytest.approx(0.5)

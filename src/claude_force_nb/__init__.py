@@ -5,6 +5,7 @@ the `anthropic` SDK: they load when first needed, so `import claude_force_nb` an
 """
 
 from ._agents import AgentConfig, AgentSpec, define_agent, load_config, remove_agent
+from ._calls import CallSpec
 from ._events import EventBus, RunEvent
 from ._exceptions import (
     APICallError,
@@ -19,7 +20,7 @@ from ._exceptions import (
     MalformedResponseError,
     UnknownAgentError,
 )
-from ._orchestrator import AsyncAgentOrchestrator, CallSpec
+from ._orchestrator import AsyncAgentOrchestrator
 from ._pricing import RateCard, UnpricedModelWarning
 from ._records import RunLog, RunRecord
 from ._request import ChatMessage, Completion, MessageRequest, Usage
@@ -61,3 +62,4 @@ __all__ = [
     "load_config",
     "remove_agent",
 ]
+

@@ -1,0 +1,144 @@
+"""What a call is, before it runs: `CallSpec` (what the caller asked for) and `plan_call`, the pure
+decision of the exact request it sends (model and limits by precedence, system prompt, the delimited user
+turn, whether to mark the system prompt for Anthropic prompt caching).
+
+Kept apart from the orchestrator, which only schedules: everything here is deterministic and cheap, so it
+is tested as tables and reused by `orch.build_request()` to show exactly what a call would send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._agents import AgentSpec, build_user_turn
+from ._limits import Budget
+from ._pricing import RateCard
+from ._request import ChatMessage, MessageRequest
+
+__all__ = [
+    "CallSpec",
+    "Plan",
+    "as_call",
+    "check_max_tokens",
+    "estimate_tokens",
+    "plan_call",
+    "preview",
+    "worst_case_prompt_tokens",
+]
+
+
+def estimate_tokens(text: str) -> int:
+    """A quick token estimate (4 characters a token), for rate limiting and prompt-cache thresholds."""
+    return (len(text) + 3) // 4
+
+
+def worst_case_prompt_tokens(request: MessageRequest) -> int:
+    """An upper bound on the prompt's tokens: its UTF-8 bytes (a BPE token is at least one byte) plus room
+    for the per-message framing tokens the API adds."""
+    return request.utf8_length() + 8 * (len(request.messages) + 1) + 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallSpec:
+    """One call to make: which agent, what task, and per-call overrides (None = the agent's or the default).
+
+    `system` replaces the agent's system prompt; `history` holds earlier turns of a conversation;
+    `use_cache=False` neither reads nor writes the response cache; `refresh=True` skips the read and stores
+    the fresh answer. `budget` is an extra spending cap for this call (and whatever else shares it, such as
+    the other calls of one notebook cell), enforced on top of the orchestrator's own.
+    """
+
+    agent: str
+    task: str
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    system: str | None = None
+    history: tuple[ChatMessage, ...] = ()
+    use_cache: bool = True
+    refresh: bool = False
+    previous_output: str | None = None
+    previous_agent: str | None = None
+    workflow: str | None = None
+    workflow_step: int | None = None
+    batch_id: str | None = None
+    budget: Budget | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A call with its agent resolved and its request built."""
+
+    call: CallSpec
+    spec: AgentSpec
+    request: MessageRequest
+
+
+def check_max_tokens(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"max_tokens must be a positive integer, got {value!r}")
+
+
+def plan_call(
+    call: CallSpec,
+    spec: AgentSpec,
+    *,
+    default_model: str,
+    default_max_tokens: int,
+    rate_card: RateCard,
+    prompt_caching: bool,
+    prompt_cache_ttl: str,
+) -> Plan:
+    """The request `call` sends: call overrides beat the agent's settings, which beat the defaults.
+
+    The system prompt is marked for prompt caching when it is long enough for the model to cache (the rate
+    card's per-model minimum, estimated at 4 characters a token); a shorter mark would cost nothing but do
+    nothing either.
+    """
+    if not isinstance(call.task, str):
+        raise TypeError(f"the task must be a string, got {type(call.task).__name__}")
+    model = call.model or spec.model or default_model
+    max_tokens = call.max_tokens or spec.max_tokens or default_max_tokens
+    check_max_tokens(max_tokens)
+    temperature = call.temperature if call.temperature is not None else spec.temperature
+    if temperature is not None and not 0.0 <= temperature <= 1.0:
+        raise ValueError(f"temperature must be within 0..1, got {temperature}")
+    system = call.system if call.system is not None else spec.system_prompt()
+    user_turn = build_user_turn(
+        call.task, previous_output=call.previous_output, previous_agent=call.previous_agent
+    )
+    cacheable = prompt_caching and estimate_tokens(system) >= rate_card.min_cacheable_tokens(model)
+    request = MessageRequest(
+        model=model,
+        system=system,
+        messages=(*call.history, ChatMessage("user", user_turn)),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        cache_system=cacheable,
+        cache_ttl="1h" if prompt_cache_ttl == "1h" else "5m",
+    )
+    return Plan(call, spec, request)
+
+
+def as_call(
+    item: tuple[str, str] | CallSpec | Mapping[str, Any], *, use_cache: bool, refresh: bool, batch_id: str
+) -> CallSpec | BaseException:
+    try:
+        if isinstance(item, CallSpec):
+            spec = item
+        elif isinstance(item, Mapping):
+            spec = CallSpec(**{"use_cache": use_cache, "refresh": refresh, **item})
+        else:
+            agent, task = item
+            spec = CallSpec(agent=agent, task=task, use_cache=use_cache, refresh=refresh)
+    except (TypeError, ValueError) as exc:
+        return ValueError(f"cannot read call {item!r}: {exc}")
+    return spec if spec.batch_id is not None else replace(spec, batch_id=batch_id)
+
+
+def preview(text: str, limit: int = 60) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"

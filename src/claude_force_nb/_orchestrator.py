@@ -1,0 +1,642 @@
+"""`AsyncAgentOrchestrator`: the only place that schedules, retries, times out and records calls.
+
+A call goes: resolve the agent and build the request (pure) -> record it as queued -> response cache (a hit
+ends here, as a row like any other) -> reserve its worst-case cost against the budget -> wait for a
+concurrency slot and the rate limiter -> one attempt through the backend under a per-attempt deadline ->
+on a retryable failure, release the slot, back off (honouring `retry-after`) and try again -> settle the
+cost, store the answer in the cache, finish the record, emit the event.
+
+Everything runs on one event loop (in a notebook, the kernel's), so the budget, limiter and records need no
+locks. Cancellation at any await marks the call cancelled, settles its reservation and re-raises, so a
+cancelled batch keeps every result that had already finished in `orch.runs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._agents import (
+    AgentConfig,
+    AgentSpec,
+    inline_agent,
+    inline_agents,
+    load_config,
+    validate_agent_name,
+)
+from ._backends import Backend, TextCallback
+from ._calls import (
+    CallSpec,
+    Plan,
+    as_call,
+    check_max_tokens,
+    estimate_tokens,
+    plan_call,
+    preview,
+    worst_case_prompt_tokens,
+)
+from ._config import (
+    DEFAULT_CACHE_MAX_SIZE_MB,
+    DEFAULT_CACHE_TTL_HOURS,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT_S,
+    read_environment,
+)
+from ._events import EventBus
+from ._exceptions import (
+    AttemptTimeoutError,
+    BackendError,
+    BudgetExceededError,
+    CacheMiss,
+    ClaudeForceError,
+    ConfigError,
+    UnknownAgentError,
+)
+from ._limits import Budget, RateLimiter, Reservation
+from ._pricing import RateCard
+from ._records import AttemptSpan, RunLog, RunRecord, new_run_id
+from ._request import ChatMessage, Completion, MessageRequest
+from ._results import AgentResult, WorkflowResult
+from ._retry import RetryPolicy, backoff_delay
+
+if TYPE_CHECKING:
+    from ._cache import ResponseCache
+
+__all__ = ["AsyncAgentOrchestrator"]
+
+log = logging.getLogger("claude_force_nb")
+T = TypeVar("T")
+
+_PLACEHOLDER_KEY = "no-key-needed"  # sent to a base_url endpoint (simulator, proxy) when no key is set
+
+
+class AsyncAgentOrchestrator:
+    """Runs agent calls concurrently with a concurrency limit, per-attempt timeouts, retries, a budget, rate
+    limits, a response cache and a run log. Use it as an async context manager, or call `aclose()`.
+
+    Arguments left as None come from the environment (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) or the
+    package defaults. `cache=` takes a ready `ResponseCache`; otherwise `enable_cache` builds one from the
+    `cache_*` arguments (default: the disk tier under the user's cache dir). `replay=True` serves only from
+    the cache and turns a miss into a `CacheMiss` failure, sending nothing.
+    """
+
+    def __init__(
+        self,
+        config_path: str | Path | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str = DEFAULT_MODEL,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        timeout_seconds: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = 3,
+        retry_policy: RetryPolicy | None = None,
+        enable_cache: bool = True,
+        cache: ResponseCache | None = None,
+        cache_backend: str = "disk",
+        cache_dir: str | Path | None = None,
+        cache_ttl_hours: float = DEFAULT_CACHE_TTL_HOURS,
+        cache_max_size_mb: float = DEFAULT_CACHE_MAX_SIZE_MB,
+        replay: bool = False,
+        enable_tracking: bool = True,
+        run_log: RunLog | None = None,
+        budget_usd: float | None = None,
+        requests_per_minute: float | None = None,
+        input_tokens_per_minute: float | None = None,
+        output_tokens_per_minute: float | None = None,
+        pricing: RateCard | Mapping[str, Any] | str | Path | None = None,
+        prompt_caching: bool = True,
+        prompt_cache_ttl: str = "5m",
+        backend: Backend | None = None,
+        config: AgentConfig | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        if not timeout_seconds > 0:
+            raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds}")
+        if prompt_cache_ttl not in ("5m", "1h"):
+            raise ValueError(f"prompt_cache_ttl must be '5m' or '1h', got {prompt_cache_ttl!r}")
+        check_max_tokens(max_tokens)
+        env = read_environment(environ)
+        self.config = (
+            config
+            if config is not None
+            else (load_config(config_path) if config_path else AgentConfig.empty())
+        )
+        self.model = model
+        self.max_tokens = max_tokens
+        self.max_concurrent = max_concurrent
+        self.timeout_seconds = float(timeout_seconds)
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.rate_card = _rate_card(pricing)
+        self.prompt_caching = prompt_caching
+        self.prompt_cache_ttl = prompt_cache_ttl
+        self.enable_tracking = enable_tracking
+        self.runs = run_log if run_log is not None else RunLog()
+        self.events = EventBus()
+        self.budget = Budget(budget_usd)
+        self.limiter = RateLimiter(
+            requests_per_minute=requests_per_minute,
+            input_tokens_per_minute=input_tokens_per_minute,
+            output_tokens_per_minute=output_tokens_per_minute,
+        )
+        self._api_key = api_key if api_key is not None else env.api_key
+        self._base_url = base_url if base_url is not None else env.base_url
+        self._backend: Backend | None = backend
+        self._owns_backend = backend is None
+        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._random = random.Random()
+        self._owns_cache = False
+        self.cache: ResponseCache | None = cache
+        if cache is None and enable_cache:
+            from ._cache import ResponseCache
+
+            self.cache = ResponseCache(
+                backend=cache_backend,
+                cache_dir=cache_dir,
+                ttl_hours=cache_ttl_hours,
+                max_size_mb=cache_max_size_mb,
+                environ=environ,
+            )
+            self._owns_cache = True
+        if replay:
+            if self.cache is None:
+                raise ConfigError("replay=True needs a response cache (enable_cache=True or cache=...)")
+            self.cache.replay = True
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncAgentOrchestrator:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections and (if this orchestrator built it) the response cache."""
+        self._closed = True
+        if self._backend is not None and self._owns_backend:
+            await self._backend.aclose()
+            self._backend = None
+        if self.cache is not None and self._owns_cache:
+            await self.cache.aclose()
+
+    @property
+    def replay(self) -> bool:
+        return self.cache is not None and self.cache.replay
+
+    @property
+    def base_url(self) -> str | None:
+        return self._base_url
+
+    def backend(self) -> Backend:
+        """The backend, built on first use (so an orchestrator used only in replay mode needs no key)."""
+        if self._backend is None:
+            if not self._api_key and not self._base_url:
+                raise ConfigError(
+                    "no API key: set ANTHROPIC_API_KEY, or pass base_url= pointing at the bundled simulator "
+                    "(with claude_force_nb.sim.serve() as sim: ... base_url=sim.base_url)"
+                )
+            from ._backends.anthropic import AnthropicBackend
+
+            backend = AnthropicBackend(
+                api_key=self._api_key or _PLACEHOLDER_KEY,
+                base_url=self._base_url,
+                max_connections=self.max_concurrent,
+                timeout_s=self.timeout_seconds,
+            )
+            backend.client()  # import the SDK (~1 s) now, not inside the first call's timed attempt
+            self._backend = backend
+        return self._backend
+
+    # -- agents ----------------------------------------------------------------------------------------
+
+    @property
+    def agents(self) -> Mapping[str, AgentSpec]:
+        """Config agents and inline agents (inline ones win a name clash)."""
+        merged = dict(self.config.agents)
+        merged.update(inline_agents())
+        return MappingProxyType(merged)
+
+    @property
+    def workflows(self) -> Mapping[str, tuple[str, ...]]:
+        return self.config.workflows
+
+    def agent(self, name: str) -> AgentSpec:
+        """The agent called `name`; UnknownAgentError (with close matches) if there is none."""
+        validate_agent_name(name)
+        spec = inline_agent(name) or self.config.agents.get(name)
+        if spec is None:
+            raise UnknownAgentError(_describe_unknown(name, self.agents, self.config.path))
+        return spec
+
+    def build_request(self, call: CallSpec) -> MessageRequest:
+        """The exact request a call would send (pure apart from reading the agent's files)."""
+        return self._plan(call).request
+
+    def _plan(self, call: CallSpec) -> Plan:
+        return plan_call(
+            call,
+            self.agent(call.agent),
+            default_model=self.model,
+            default_max_tokens=self.max_tokens,
+            rate_card=self.rate_card,
+            prompt_caching=self.prompt_caching,
+            prompt_cache_ttl=self.prompt_cache_ttl,
+        )
+
+    # -- public calls ----------------------------------------------------------------------------------
+
+    async def execute_agent(
+        self,
+        agent_name: str,
+        task: str,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        use_cache: bool = True,
+        refresh: bool = False,
+        on_text: TextCallback | None = None,
+        system: str | None = None,
+        history: Sequence[ChatMessage] = (),
+    ) -> AgentResult:
+        """Run one agent on one task.
+
+        Returns an AgentResult; a call that fails (after retries), is refused by the budget or misses in
+        replay mode comes back with `success=False` and the reason in `errors`. An unknown agent or an invalid
+        argument raises at once (UnknownAgentError, ConfigError, ValueError): nothing was attempted.
+        With `on_text`, the answer is streamed and `on_text(delta)` is called as text arrives.
+        """
+        call = CallSpec(
+            agent=agent_name,
+            task=task,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            use_cache=use_cache,
+            refresh=refresh,
+            system=system,
+            history=tuple(history),
+        )
+        return await self.run_call(call, on_text=on_text)
+
+    async def run_call(self, call: CallSpec, *, on_text: TextCallback | None = None) -> AgentResult:
+        """Run one `CallSpec` (the general form of `execute_agent`)."""
+        if self._closed:
+            raise ClaudeForceError("this orchestrator is closed")
+        plan = self._plan(call)
+        return await self._run(plan, on_text)
+
+    async def execute_multiple(
+        self,
+        calls: Iterable[tuple[str, str] | CallSpec | Mapping[str, Any]],
+        *,
+        use_cache: bool = True,
+        refresh: bool = False,
+        on_text: Any = None,
+    ) -> list[AgentResult]:
+        """Run many calls concurrently (up to `max_concurrent` at once); results come back in input order.
+
+        Items are `(agent, task)` pairs, `CallSpec`s, or mappings of CallSpec fields. One bad item (unknown
+        agent, invalid name or argument, failure after retries) gives that item a failed result and never
+        sinks the rest. Calls are started in agent-priority order (priority 1 first), so under a tight
+        concurrency limit the important agents go first. `on_text(index, delta)` streams every call.
+        """
+        batch_id = new_run_id()
+        specs = [as_call(item, use_cache=use_cache, refresh=refresh, batch_id=batch_id) for item in calls]
+        results: list[AgentResult | None] = [None] * len(specs)
+        plans: list[tuple[int, Plan]] = []
+        for index, spec in enumerate(specs):
+            if isinstance(spec, BaseException):
+                results[index] = _invalid_result(str(spec), spec, agent="?")
+                continue
+            try:
+                plans.append((index, self._plan(spec)))
+            except (ConfigError, ValueError, TypeError) as exc:
+                results[index] = _invalid_result(str(exc), exc, agent=spec.agent)
+        plans.sort(key=lambda item: item[1].spec.priority)  # stable: equal priorities keep input order
+
+        def stream_for(index: int) -> TextCallback | None:
+            return None if on_text is None else (lambda delta: on_text(index, delta))
+
+        tasks = [asyncio.ensure_future(self._run(plan, stream_for(index))) for index, plan in plans]
+        try:
+            done = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for (index, _), result in zip(plans, done, strict=True):
+            results[index] = result
+        return [r for r in results if r is not None]
+
+    async def run_workflow(
+        self,
+        workflow_name: str,
+        task: str,
+        *,
+        use_cache: bool = True,
+        refresh: bool = False,
+        on_text: Any = None,
+        steps: Sequence[str] | None = None,
+        template: CallSpec | None = None,
+    ) -> WorkflowResult:
+        """Run a workflow's agents in order; each gets the original task and the previous step's output.
+
+        Stops at the first failure and returns the steps that ran. `steps` runs an ad-hoc list of agents
+        instead of a configured workflow. `on_text(step_index, delta)` streams every step. `template` carries
+        per-call settings (model, max_tokens, temperature, budget, batch_id...) applied to every step.
+        """
+        names = tuple(steps) if steps is not None else self.config.workflow(workflow_name)
+        for name in names:
+            self.agent(name)
+        base = template or CallSpec(agent=names[0], task=task)
+        base = replace(
+            base,
+            task=task,
+            use_cache=use_cache and base.use_cache,
+            refresh=refresh or base.refresh,
+            workflow=workflow_name,
+            batch_id=base.batch_id or new_run_id(),
+        )
+        results: list[AgentResult] = []
+        previous: AgentResult | None = None
+        for index, name in enumerate(names):
+            call = replace(
+                base,
+                agent=name,
+                previous_output=previous.output if previous is not None else None,
+                previous_agent=previous.agent_name if previous is not None else None,
+                workflow_step=index,
+            )
+            stream = None if on_text is None else (lambda delta, i=index: on_text(i, delta))
+            previous = await self.run_call(call, on_text=stream)
+            results.append(previous)
+            if not previous.success:
+                break
+        return WorkflowResult(workflow_name, names, results)
+
+    # -- the one path every call takes -----------------------------------------------------------------
+
+    async def _run(self, plan: Plan, on_text: TextCallback | None) -> AgentResult:
+        call, request = plan.call, plan.request
+        record = RunRecord(
+            run_id=new_run_id(),
+            agent=call.agent,
+            model=request.model,
+            task=call.task,
+            queued_at=time.time(),
+            workflow=call.workflow,
+            workflow_step=call.workflow_step,
+            batch_id=call.batch_id,
+        )
+        if self.enable_tracking:
+            self.runs.add(record)
+        events = self.events
+        events.emit("queued", record)
+        held: list[tuple[Budget, Reservation]] = []
+        in_flight = False
+        cache = self.cache if call.use_cache and self.cache is not None else None
+        if cache is not None and cache.excludes(call.agent):
+            cache = None
+        try:
+            if cache is not None and not call.refresh:
+                hit = await self._cache_lookup(cache, request, call.agent)
+                if hit is not None:
+                    completion = hit.completion
+                    record.cached = True
+                    record.cost_saved_usd = hit.cost_usd
+                    self._apply_completion(record, completion, cost=0.0)
+                    self._finish(record, "cached", started=record.queued_at)
+                    if on_text is not None and completion.text:
+                        on_text(completion.text)
+                    events.emit("cached", record)
+                    return AgentResult.from_record(record, cache_key=hit.key, **call.metadata)
+                if cache.replay:
+                    raise CacheMiss(
+                        f"replay mode: no cached answer for agent {call.agent!r} on task "
+                        f"{preview(call.task)!r}; run once with replay off to record it, "
+                        "or import the bundle that has it",
+                        agent=call.agent,
+                        task=call.task,
+                    )
+            held = self._reserve(call, request)
+            in_flight = True
+            completion = await self._attempts(record, request, on_text)
+            in_flight = False
+            cost = self.rate_card.cost(request.model, completion.usage)
+            for budget, reservation in held:
+                budget.settle(reservation, cost)
+            self._apply_completion(record, completion, cost=cost)
+            self._finish(record, "succeeded")
+            if cache is not None and not cache.replay:
+                await self._cache_store(cache, request, completion, record)
+            events.emit("finished", record)
+            return AgentResult.from_record(record, request_id=completion.request_id, **call.metadata)
+        except asyncio.CancelledError:
+            # An attempt cancelled in flight may still be billed, so its reservation is kept as spent; a call
+            # cancelled while queued or backing off costs nothing.
+            billed = in_flight and bool(record.spans) and record.spans[-1].end is None
+            for budget, reservation in held:
+                budget.settle(reservation, math.nan) if billed else budget.release(reservation)
+            record.error = "cancelled"
+            record.error_type = "CancelledError"
+            if record.spans and record.spans[-1].end is None:
+                record.spans[-1].end = time.time()
+                record.spans[-1].outcome = "cancelled"
+            self._finish(record, "cancelled")
+            events.emit("cancelled", record)
+            raise
+        except (BackendError, BudgetExceededError, CacheMiss, ConfigError) as exc:
+            for budget, reservation in held:
+                budget.release(reservation)
+            status = "refused" if isinstance(exc, BudgetExceededError) else "failed"
+            record.error = str(exc)
+            record.error_type = type(exc).__name__
+            self._finish(record, status)
+            events.emit("refused" if status == "refused" else "failed", record, error=exc)
+            return AgentResult.from_record(record, exception=exc, **call.metadata)
+
+    def _reserve(self, call: CallSpec, request: MessageRequest) -> list[tuple[Budget, Reservation]]:
+        """Reserve the call's worst case on the orchestrator's budget and the call's own, or on neither."""
+        budgets = [b for b in (self.budget, call.budget) if b is not None and b.limit_usd is not None]
+        if not budgets:
+            return []
+        worst = self.rate_card.worst_case_cost(
+            request.model,
+            prompt_tokens=worst_case_prompt_tokens(request),
+            max_tokens=request.max_tokens,
+            cache_write_ttl=request.cache_ttl if request.cache_system else None,
+        )
+        held: list[tuple[Budget, Reservation]] = []
+        try:
+            for budget in budgets:
+                label = (
+                    f"{call.agent} call"
+                    if budget is self.budget
+                    else f"{call.agent} call (this run's budget)"
+                )
+                held.append((budget, budget.reserve(worst, what=label)))
+        except BudgetExceededError:
+            for budget, reservation in held:
+                budget.release(reservation)
+            raise
+        return held
+
+    async def _attempts(
+        self, record: RunRecord, request: MessageRequest, on_text: TextCallback | None
+    ) -> Completion:
+        """Attempts until one succeeds, a failure is not retryable, or retries run out."""
+        policy = self.retry_policy
+        backend = self.backend()
+        events = self.events
+        stream: TextCallback | None = None
+        if on_text is not None or events.active:
+
+            def stream(delta: str) -> None:
+                if on_text is not None:
+                    on_text(delta)
+                events.emit("text", record, text=delta)
+
+        estimate_in = estimate_tokens(request.system) + sum(
+            estimate_tokens(m.content) for m in request.messages
+        )
+        retries = 0
+        while True:
+            async with self._semaphore:
+                if self.limiter.enabled or self.limiter.paused_until:
+                    await self.limiter.acquire(input_tokens=estimate_in, output_tokens=request.max_tokens)
+                span = AttemptSpan(start=time.time())
+                record.spans.append(span)
+                record.attempts += 1
+                if record.attempts == 1:
+                    record.started_at = span.start
+                    record.queue_s = span.start - record.queued_at
+                record.status = "running"
+                events.emit("started", record)
+                try:
+                    completion = await _within(
+                        self.timeout_seconds, backend.complete(request, on_text=stream)
+                    )
+                except asyncio.TimeoutError:
+                    error: BackendError = AttemptTimeoutError(
+                        f"attempt {record.attempts} took longer than timeout_seconds={self.timeout_seconds:g}"
+                    )
+                except BackendError as exc:
+                    error = exc
+                else:
+                    span.end = time.time()
+                    span.outcome = "ok"
+                    self.limiter.give_back_output(request.max_tokens - completion.usage.output_tokens)
+                    self.limiter.observe(completion.rate_limits)
+                    return completion
+            span.end = time.time()
+            span.outcome = type(error).__name__
+            if not error.retryable or retries >= policy.max_retries:
+                raise error
+            delay = backoff_delay(retries, policy, retry_after=error.retry_after, rand=self._random.random())
+            if error.retry_after is not None and getattr(error, "status", None) == 429:
+                self.limiter.pause(delay)  # the limit is shared: every call should wait, not just this one
+            record.status = "retrying"
+            events.emit("retrying", record, delay_s=delay, error=error)
+            retries += 1
+            await asyncio.sleep(delay)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _apply_completion(record: RunRecord, completion: Completion, *, cost: float) -> None:
+        usage = completion.usage
+        record.input_tokens = usage.input_tokens
+        record.output_tokens = usage.output_tokens
+        record.cache_creation_input_tokens = usage.cache_creation_input_tokens
+        record.cache_read_input_tokens = usage.cache_read_input_tokens
+        record.cost_usd = cost
+        record.stop_reason = completion.stop_reason
+        record.output = completion.text
+        if completion.ttft_s is not None:
+            record.ttft_s = completion.ttft_s
+
+    def _finish(self, record: RunRecord, status: Any, *, started: float | None = None) -> None:
+        now = time.time()
+        record.status = status
+        record.finished_at = now
+        begin = started if started is not None else record.started_at
+        if math.isnan(begin):
+            begin = record.queued_at
+        if math.isnan(record.started_at):
+            record.started_at = begin
+        record.latency_s = now - begin
+        if self.enable_tracking:
+            self.runs.finished(record)
+
+    async def _cache_lookup(self, cache: ResponseCache, request: MessageRequest, agent: str) -> Any:
+        try:
+            return await cache.aget(request, agent=agent)
+        except Exception:  # a broken cache must not break calls: treat it as a miss, loudly
+            log.warning("response cache lookup failed; treating it as a miss", exc_info=True)
+            return None
+
+    async def _cache_store(
+        self, cache: ResponseCache, request: MessageRequest, completion: Completion, record: RunRecord
+    ) -> None:
+        try:
+            await cache.aput(
+                request, completion, agent=record.agent, cost_usd=record.cost_usd, latency_s=record.latency_s
+            )
+        except Exception:
+            log.warning("response cache store failed; the answer is returned but not cached", exc_info=True)
+
+    def __repr__(self) -> str:
+        where = self._base_url or "api.anthropic.com"
+        return (
+            f"AsyncAgentOrchestrator({len(self.agents)} agents, model={self.model!r}, "
+            f"max_concurrent={self.max_concurrent}, endpoint={where!r}, runs={len(self.runs)})"
+        )
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """Await with a deadline. `asyncio.timeout` (3.11+) runs it in the caller's task; `wait_for` (3.10)
+    wraps it in a new task per attempt, which costs measurably at thousands of calls a second."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+def _rate_card(pricing: RateCard | Mapping[str, Any] | str | Path | None) -> RateCard:
+    if pricing is None:
+        return RateCard.default()
+    if isinstance(pricing, RateCard):
+        return pricing
+    return RateCard.default().with_overrides(pricing)
+
+
+def _invalid_result(message: str, exc: BaseException, *, agent: str) -> AgentResult:
+    return AgentResult(agent_name=agent, success=False, errors=[message], status="invalid", exception=exc)
+
+
+def _describe_unknown(name: str, agents: Mapping[str, AgentSpec], path: Path | None) -> str:
+    try:
+        AgentConfig(path=path, agents=agents, workflows={}).agent(name)
+    except UnknownAgentError as exc:
+        return str(exc)
+    return f"unknown agent {name!r}"

@@ -1,0 +1,115 @@
+"""Shared fixtures: every test runs with a private HOME, cache dir and config dir, and no API credentials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from claude_force_nb import AsyncAgentOrchestrator, RetryPolicy, _agents
+from claude_force_nb.sim import Simulator, serve
+
+_CLEARED_ENV = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_PROFILE",
+    "ANTHROPIC_CONFIG_DIR",
+    "ANTHROPIC_CUSTOM_HEADERS",
+    "CLAUDE_CACHE_SECRET",
+    "CLAUDE_FORCE_NB_SIMULATE",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Point HOME, the cache dir and the config dir at a fresh folder; forget inline agents afterwards."""
+    root = tmp_path_factory.mktemp("env")
+    for name in ("home", "cache", "config"):
+        (root / name).mkdir()
+    for var in _CLEARED_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(root / "home"))
+    monkeypatch.setenv("CLAUDE_FORCE_NB_CACHE_DIR", str(root / "cache"))
+    monkeypatch.setenv("CLAUDE_FORCE_NB_CONFIG_DIR", str(root / "config"))
+    yield root
+    with _agents._inline_lock:
+        _agents._inline.clear()
+
+
+def write_claude_dir(
+    root: Path,
+    *,
+    agents: dict[str, dict[str, object]] | None = None,
+    workflows: dict[str, list[str]] | None = None,
+    **extra: object,
+) -> Path:
+    """Write a small claude-force `.claude/` folder under `root` and return its claude.json path."""
+    claude = root / ".claude"
+    (claude / "agents").mkdir(parents=True, exist_ok=True)
+    (claude / "contracts").mkdir(exist_ok=True)
+    if agents is None:
+        (claude / "agents" / "code-reviewer.md").write_text("# Code reviewer\n\nReview code for defects.\n")
+        (claude / "contracts" / "code-reviewer.contract").write_text("Report findings as a bullet list.\n")
+        (claude / "agents" / "bug-investigator.md").write_text("# Bug investigator\n\nFind root causes.\n")
+        (claude / "agents" / "fixer.md").write_text("# Fixer\n\nPropose a minimal fix.\n")
+        agents = {
+            "code-reviewer": {
+                "file": "agents/code-reviewer.md",
+                "contract": "contracts/code-reviewer.contract",
+                "domains": ["code-quality"],
+                "priority": 1,
+            },
+            "bug-investigator": {
+                "file": "agents/bug-investigator.md",
+                "domains": ["debugging"],
+                "priority": 2,
+            },
+            "fixer": {"file": "agents/fixer.md", "priority": 3, "max_tokens": 512},
+        }
+        workflows = (
+            {"bug-fix": ["bug-investigator", "fixer", "code-reviewer"]} if workflows is None else workflows
+        )
+    data: dict[str, object] = {"version": "1.0", "name": "test-project", "agents": agents}
+    data["workflows"] = workflows or {}
+    data.update(extra)
+    path = claude / "claude.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+@pytest.fixture
+def claude_json(tmp_path: Path) -> Path:
+    """A valid three-agent, one-workflow config."""
+    return write_claude_dir(tmp_path)
+
+
+# -- the simulator -------------------------------------------------------------------------------------------
+
+FAST_RETRIES = RetryPolicy(base_delay_s=0.005, max_delay_s=0.02, jitter=0.0)
+
+
+@pytest.fixture(scope="module")
+def _shared_sim() -> Iterator[Simulator]:
+    with serve(seed=7) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def sim(_shared_sim: Simulator) -> Simulator:
+    """A running simulator (zero latency), reset for this test."""
+    _shared_sim.reset()
+    return _shared_sim
+
+
+def make_orchestrator(simulator: Simulator, **options: object) -> AsyncAgentOrchestrator:
+    """An orchestrator on `simulator` with fast retries and no response cache unless asked."""
+    options.setdefault("enable_cache", False)
+    options.setdefault("retry_policy", FAST_RETRIES)
+    return AsyncAgentOrchestrator(base_url=simulator.base_url, **options)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ the `anthropic` SDK: they load when first needed, so `import claude_force_nb` an
 """
 
 from ._agents import AgentConfig, AgentSpec, define_agent, load_config, remove_agent
+from ._cache import CacheHit, CacheStats, ResponseCache
 from ._calls import CallSpec
 from ._events import EventBus, RunEvent
 from ._exceptions import (
@@ -38,7 +39,9 @@ __all__ = [
     "BackendError",
     "BudgetExceededError",
     "BundleError",
+    "CacheHit",
     "CacheMiss",
+    "CacheStats",
     "CallSpec",
     "ChatMessage",
     "ClaudeForceError",
@@ -49,6 +52,7 @@ __all__ = [
     "MalformedResponseError",
     "MessageRequest",
     "RateCard",
+    "ResponseCache",
     "RetryPolicy",
     "RunEvent",
     "RunLog",

@@ -1,0 +1,98 @@
+"""What the cache reports about itself: `CacheStats` (one snapshot) and the counters behind it.
+
+Two kinds of numbers, deliberately:
+
+- *Traffic* (hits, misses, evictions, expirations, integrity failures, savings) is what **this** cache object
+  saw or did since it was built: the notebook's own story, which is what a user comparing runs wants.
+- *Contents* (entries, size_bytes) is the persistent store's exact count, shared by every process using it.
+
+A hit saves what the original call cost and took (`cost_saved_usd`, `time_saved_s`); it costs nothing itself.
+Hits of unpriced models (cost NaN) add to `time_saved_s` and `hits` but not to `cost_saved_usd`, so one
+unknown model does not turn the total into NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from .store import StoredRow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["CacheCounters", "CacheStats", "entries_frame"]
+
+_FRAME_KEY_CHARS = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheStats:
+    """A snapshot of a `ResponseCache` (see the module docstring for which numbers are whose)."""
+
+    backend: str
+    hits: int
+    misses: int
+    hit_rate: float
+    """hits / (hits + misses), 0..1; 0.0 before any lookup."""
+    entries: int
+    size_bytes: int
+    max_size_bytes: int
+    evictions: int
+    """Entries removed to make room (the authoritative tier's LRU); expiry is counted apart."""
+    expirations: int
+    integrity_failures: int
+    cost_saved_usd: float
+    time_saved_s: float
+    memory_entries: int
+    memory_size_bytes: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One-row DataFrame of these numbers (pandas is imported here, not at package import)."""
+        import pandas as pd
+
+        return pd.DataFrame([asdict(self)])
+
+
+@dataclass(kw_only=True)
+class CacheCounters:
+    """The mutable traffic counters; `ResponseCache` updates them under its lock."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    integrity_failures: int = 0
+    cost_saved_usd: float = 0.0
+    time_saved_s: float = 0.0
+
+    def record_hit(self, cost_usd: float, latency_s: float) -> None:
+        self.hits += 1
+        if not math.isnan(cost_usd):
+            self.cost_saved_usd += cost_usd
+        self.time_saved_s += latency_s
+
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+def entries_frame(rows: list[StoredRow], *, now: float) -> pd.DataFrame:
+    """One row per entry, most recently accessed first: key (prefix), agent, model, bytes, created,
+    last_access, hits, expires_in_s. Times are UTC timestamps; pandas is imported here, lazily."""
+    import pandas as pd
+
+    rows = sorted(rows, key=lambda r: r.last_access, reverse=True)
+    return pd.DataFrame(
+        {
+            "key": [r.key[:_FRAME_KEY_CHARS] for r in rows],
+            "agent": [r.agent for r in rows],
+            "model": [r.model for r in rows],
+            "bytes": pd.Series([len(r.value) for r in rows], dtype="int64"),
+            "created": pd.to_datetime([r.created for r in rows], unit="s", utc=True),
+            "last_access": pd.to_datetime([r.last_access for r in rows], unit="s", utc=True),
+            "hits": pd.Series([r.hits for r in rows], dtype="int64"),
+            "expires_in_s": pd.Series([r.expires - now for r in rows], dtype="float64"),
+        }
+    )

@@ -1,0 +1,151 @@
+"""Fixtures for the response-cache tests: isolated dirs and env, a controllable clock, Redis, store access.
+
+Nothing here touches the real HOME: every test runs with HOME and the XDG dirs pointed into its tmp_path and
+the package's env vars removed, and every cache gets an explicit `environ` or `secret`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _cache_support import FakeClock, StoreProbe
+
+from claude_force_nb._cache import ResponseCache
+from claude_force_nb._cache.disk import DB_FILE_NAME
+
+_PACKAGE_VARS = (
+    "CLAUDE_CACHE_SECRET",
+    "CLAUDE_FORCE_NB_CACHE_DIR",
+    "CLAUDE_FORCE_NB_CONFIG_DIR",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point HOME into tmp_path and drop the package's env vars, so a forgotten argument cannot leak out."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in _PACKAGE_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def environ(tmp_path: Path) -> dict[str, str]:
+    """A fake environment whose cache and config dirs live in tmp_path (config apart from cache)."""
+    return {
+        "HOME": str(tmp_path / "home"),
+        "CLAUDE_FORCE_NB_CACHE_DIR": str(tmp_path / "cache"),
+        "CLAUDE_FORCE_NB_CONFIG_DIR": str(tmp_path / "config"),
+    }
+
+
+# -- Redis ---------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """CFNB_TEST_REDIS_URL, else a private redis-server for the session, else skip (fail if required)."""
+    given = os.environ.get("CFNB_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CFNB_REQUIRE_REDIS") == "1":
+            pytest.fail("CFNB_REQUIRE_REDIS=1 but there is no redis-server and no CFNB_TEST_REDIS_URL")
+        pytest.skip("no redis-server on PATH and CFNB_TEST_REDIS_URL unset")
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _ping(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of this test's own, so tests sharing one server never see each other's keys."""
+    return f"cfnb-test:{uuid.uuid4().hex[:12]}:"
+
+
+# -- persistent tiers, parametrised --------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["disk", pytest.param("redis", marks=pytest.mark.redis)])
+def tier(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Keyword arguments for a ResponseCache on each persistent tier, plus a probe of that tier's store."""
+    if request.param == "disk":
+        cache_dir = tmp_path / "cache"
+        return {
+            "kwargs": {"backend": "disk", "cache_dir": cache_dir},
+            "probe": StoreProbe("disk", path=cache_dir / DB_FILE_NAME),
+        }
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    return {
+        "kwargs": {"backend": url, "redis_prefix": prefix},
+        "probe": StoreProbe("redis", url=url, prefix=prefix),
+    }
+
+
+@pytest.fixture
+def open_cache(tier: dict[str, Any], clock: FakeClock) -> Iterator[Any]:
+    """Build caches on the parametrised tier (shared secret and clock unless overridden); closes them all."""
+    made: list[ResponseCache] = []
+
+    def build(**overrides: Any) -> ResponseCache:
+        kwargs = {**tier["kwargs"], "secret": "test-secret", "clock": clock, **overrides}
+        cache = ResponseCache(**kwargs)
+        made.append(cache)
+        return cache
+
+    yield build
+    for cache in made:
+        cache.close()
+
+
+@pytest.fixture
+def probe(tier: dict[str, Any]) -> StoreProbe:
+    return tier["probe"]  # type: ignore[no-any-return]

@@ -1,0 +1,114 @@
+"""Disk-tier specifics: file ownership, permissions, start-up, and what the SQLite file holds."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from _cache_support import make_completion, make_request
+
+from claude_force_nb._cache import ResponseCache
+from claude_force_nb._cache.disk import DB_FILE_NAME
+
+
+def _fill(cache: ResponseCache, n: int = 3) -> None:
+    for i in range(n):
+        cache.put(make_request(f"t{i}"), make_completion(), agent="a", cost_usd=0.01, latency_s=1.0)
+
+
+def test_foreign_files_survive_startup_and_clear(tmp_path: Path) -> None:
+    """The user's own files in the cache folder (JSON too) are never deleted: not at start, not by clear."""
+    folder = tmp_path / "shared-folder"
+    folder.mkdir()
+    mine = {
+        "claude.json": '{"agents": {}}',
+        "notes.json": "{}",
+        "data.sqlite3": "not ours",
+        "sub/x.json": "{}",
+    }
+    for name, text in mine.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    with ResponseCache("disk", cache_dir=folder, secret="s") as cache:
+        _fill(cache)
+        assert cache.clear() == 3
+    with ResponseCache("disk", cache_dir=folder, secret="s") as again:
+        assert again.stats().entries == 0
+    for name, text in mine.items():
+        assert (folder / name).read_text() == text
+
+
+def test_default_location_comes_from_the_environment(environ: dict[str, str]) -> None:
+    """Without cache_dir, the store lives in read_environment().cache_dir (here a tmp dir)."""
+    with ResponseCache("disk", environ=environ) as cache:
+        _fill(cache, 1)
+    assert (Path(environ["CLAUDE_FORCE_NB_CACHE_DIR"]) / DB_FILE_NAME).is_file()
+
+
+def test_database_file_is_private(tmp_path: Path) -> None:
+    """The store holds prompts and answers: its file is created 0600."""
+    with ResponseCache("disk", cache_dir=tmp_path / "c", secret="s") as cache:
+        _fill(cache, 1)
+    assert stat.S_IMODE((tmp_path / "c" / DB_FILE_NAME).stat().st_mode) == 0o600
+
+
+def test_totals_match_rows_and_nothing_is_pickled(tmp_path: Path) -> None:
+    """The triggers keep the totals row equal to the rows; values are MAC + JSON, never pickle."""
+    with ResponseCache("disk", cache_dir=tmp_path, secret="s") as cache:
+        _fill(cache, 5)
+        cache.put(make_request("t1"), make_completion("other"), agent="a", cost_usd=0.01, latency_s=1.0)
+    con = sqlite3.connect(tmp_path / DB_FILE_NAME)
+    try:
+        entries, size = con.execute("SELECT entries, bytes FROM totals").fetchone()
+        count, total = con.execute("SELECT count(*), sum(length(value)) FROM entries").fetchone()
+        assert (entries, size) == (count, total) == (5, total)
+        for (value,) in con.execute("SELECT value FROM entries"):
+            assert value[32:33] == b"{"
+            assert b"\x80\x04" not in value[:40]  # no pickle protocol header
+    finally:
+        con.close()
+
+
+def test_a_newer_schema_is_refused_not_overwritten(tmp_path: Path) -> None:
+    """A database written by a future schema is left alone with a clear error."""
+    with ResponseCache("disk", cache_dir=tmp_path, secret="s") as cache:
+        _fill(cache, 1)
+    con = sqlite3.connect(tmp_path / DB_FILE_NAME)
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    with pytest.raises(ValueError, match="schema 99"):
+        ResponseCache("disk", cache_dir=tmp_path, secret="s")
+
+
+def test_hits_are_recorded_in_the_store(tmp_path: Path) -> None:
+    """Hits (memory ones included) reach the store's hits/last_access columns, which LRU orders by."""
+    t = [1000.0]
+    with ResponseCache("disk", cache_dir=tmp_path, secret="s", clock=lambda: t[0]) as cache:
+        _fill(cache, 2)
+        for _ in range(3):
+            t[0] += 10
+            assert cache.get(make_request("t0"), agent="a") is not None
+        frame = cache.entries_frame()
+    by_hits = dict(zip(frame["key"], frame["hits"], strict=True))
+    assert sorted(by_hits.values()) == [0, 3]
+    assert frame.iloc[0]["hits"] == 3  # most recently accessed first
+
+
+async def test_memory_hit_stays_on_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memory-tier hit in aget never hops to a thread."""
+    cache = ResponseCache("disk", cache_dir=tmp_path, secret="s")
+    try:
+        await cache.aput(make_request(), make_completion(), agent="a", cost_usd=0.0, latency_s=1.0)
+        loop = asyncio.get_running_loop()
+
+        def no_threads(*args: object) -> None:
+            raise AssertionError("memory hit went to a thread")
+
+        monkeypatch.setattr(loop, "run_in_executor", no_threads)
+        assert await cache.aget(make_request(), agent="a") is not None
+    finally:
+        monkeypatch.undo()
+        await cache.aclose()

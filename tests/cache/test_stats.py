@@ -1,0 +1,69 @@
+"""What stats() and entries_frame() report, and the package facade."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from _cache_support import FakeClock, make_completion, make_request
+
+import claude_force_nb._cache as cache_pkg
+from claude_force_nb._cache import CacheStats, ResponseCache
+
+
+def test_stats_content_and_frame(tmp_path: Path, clock: FakeClock) -> None:
+    """Counters, savings (unpriced hits excluded from cost) and contents, as a one-row frame."""
+    with ResponseCache("disk", cache_dir=tmp_path, secret="s", clock=clock) as cache:
+        assert cache.stats().hit_rate == 0.0
+        cache.put(make_request("p"), make_completion(), agent="a", cost_usd=0.25, latency_s=2.0)
+        cache.put(make_request("u"), make_completion(), agent="a", cost_usd=math.nan, latency_s=1.0)
+        for task in ("p", "p", "u", "missing"):
+            cache.get(make_request(task), agent="a")
+        stats = cache.stats()
+        assert isinstance(stats, CacheStats)
+        assert (stats.hits, stats.misses, stats.hit_rate) == (3, 1, 0.75)
+        assert (stats.cost_saved_usd, stats.time_saved_s) == (0.5, 5.0)
+        assert stats.entries == 2
+        assert stats.size_bytes > 0
+        assert stats.max_size_bytes == 1000 * 1024 * 1024
+        frame = stats.to_frame()
+        assert frame.shape[0] == 1
+        assert {"hits", "misses", "hit_rate", "entries", "size_bytes", "max_size_bytes", "evictions"} <= set(
+            frame.columns
+        )
+        assert {"expirations", "integrity_failures", "cost_saved_usd", "time_saved_s"} <= set(frame.columns)
+
+
+def test_entries_frame_content(tmp_path: Path, clock: FakeClock) -> None:
+    """One row per entry with key prefix, agent, model, bytes, times, hits and remaining TTL."""
+    with ResponseCache("disk", cache_dir=tmp_path, secret="s", clock=clock, ttl_hours=2) as cache:
+        assert list(cache.entries_frame().columns) == [
+            "key",
+            "agent",
+            "model",
+            "bytes",
+            "created",
+            "last_access",
+            "hits",
+            "expires_in_s",
+        ]
+        cache.put(make_request("x"), make_completion("abc"), agent="writer", cost_usd=0.0, latency_s=1.0)
+        clock.advance(60)
+        cache.get(make_request("x"), agent="writer")
+        frame = cache.entries_frame()
+        (row,) = frame.to_dict("records")
+        assert cache.key(make_request("x")).startswith(row["key"])
+        assert (row["agent"], row["model"], row["hits"]) == ("writer", "claude-sonnet-5-5", 1)
+        assert row["bytes"] == cache.stats().size_bytes
+        assert row["expires_in_s"] == 7200 - 60
+        assert row["last_access"] - row["created"] == pd.Timedelta(seconds=60)
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """The facade's __all__ is sorted (ruff's isort-style order) and every name in it exists."""
+    names = cache_pkg.__all__
+    assert names == sorted(names, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    for name in names:
+        assert hasattr(cache_pkg, name)
+    assert {"ResponseCache", "CacheHit", "CacheStats", "request_key"} <= set(names)

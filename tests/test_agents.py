@@ -37,7 +37,11 @@ def test_loads_agents_workflows_and_keeps_other_keys(claude_json: Path) -> None:
 @pytest.mark.parametrize("form", ["file", "claude_dir", "project_dir"])
 def test_accepts_the_file_the_claude_folder_or_the_project(claude_json: Path, form: str) -> None:
     """load_config finds claude.json from the file, its .claude folder, or the project folder above it."""
-    target = {"file": claude_json, "claude_dir": claude_json.parent, "project_dir": claude_json.parent.parent}[form]
+    target = {
+        "file": claude_json,
+        "claude_dir": claude_json.parent,
+        "project_dir": claude_json.parent.parent,
+    }[form]
     assert load_config(target).path == claude_json
 
 
@@ -83,7 +87,10 @@ BAD_ENTRIES = [
     ({"file": "agents/ok.md", "priority": "1"}, r"agents\.x\.priority: expected an integer"),
     ({"file": "agents/ok.md", "priority": True}, r"agents\.x\.priority: expected an integer"),
     ({"file": "agents/ok.md", "domains": "x"}, r"agents\.x\.domains: expected a list of strings"),
-    ({"file": "agents/ok.md", "temperature": 1.5}, r"agents\.x\.temperature: expected a number within 0\.\.1"),
+    (
+        {"file": "agents/ok.md", "temperature": 1.5},
+        r"agents\.x\.temperature: expected a number within 0\.\.1",
+    ),
     ({"file": "agents/ok.md", "max_tokens": 0}, r"agents\.x\.max_tokens: expected a positive integer"),
     ({"file": "agents/ok.md", "model": ""}, r"agents\.x\.model: expected a model id"),
     ({"file": "agents/ok.md", "contract": "contracts/none.contract"}, r"agents\.x\.contract: contract file"),
@@ -106,7 +113,7 @@ def test_bad_agent_entries_name_the_place(tmp_path: Path, entry: object, message
 
 
 def test_symlink_pointing_out_is_refused(tmp_path: Path) -> None:
-    """A definition path that is a symlink to a file outside the config folder is refused, naming agent and path."""
+    """A definition symlinked to a file outside the config folder is refused, naming agent and path."""
     (tmp_path / "secret.md").write_text("outside")
     (tmp_path / ".claude" / "agents").mkdir(parents=True)
     (tmp_path / ".claude" / "agents" / "link.md").symlink_to(tmp_path / "secret.md")
@@ -137,7 +144,10 @@ def test_symlink_swapped_in_after_loading_is_refused_at_read(tmp_path: Path) -> 
         ('{"agents": []}', r"'agents' must be an object"),
         ('{"agents": {}, "workflows": {"w": []}}', r"workflows\.w: expected a non-empty list"),
         ('{"agents": {}, "workflows": {"w": ["ghost"]}}', r"workflows\.w\[0\]: unknown agent 'ghost'"),
-        ('{"agents": {}, "workflows": {"w": [1]}}', r"workflows\.w\[0\]: expected an agent name, got a number"),
+        (
+            '{"agents": {}, "workflows": {"w": [1]}}',
+            r"workflows\.w\[0\]: expected an agent name, got a number",
+        ),
         ('{"agents": {"bad name": {"file": "a.md"}}}', r"agent name 'bad name' is not valid"),
     ],
 )
@@ -170,7 +180,9 @@ def test_invalid_agent_names(name: object) -> None:
 
 def test_unknown_agent_suggests_close_names(claude_json: Path) -> None:
     """Asking for a misspelt agent suggests the close match."""
-    with pytest.raises(UnknownAgentError, match=r"unknown agent 'code-reviwer'.*did you mean 'code-reviewer'"):
+    with pytest.raises(
+        UnknownAgentError, match=r"unknown agent 'code-reviwer'.*did you mean 'code-reviewer'"
+    ):
         load_config(claude_json).agent("code-reviwer")
 
 
@@ -207,9 +219,14 @@ def test_block_tag_changes_when_the_text_contains_the_closing_tag() -> None:
 
 def test_workflow_turn_has_original_task_and_previous_output() -> None:
     """A workflow step sees the original task and the previous step's output, both delimited."""
-    turn = build_user_turn("fix the bug", previous_output="root cause: off by one", previous_agent="bug-investigator")
+    turn = build_user_turn(
+        "fix the bug", previous_output="root cause: off by one", previous_agent="bug-investigator"
+    )
     assert "<original_task>\nfix the bug\n</original_task>" in turn
-    assert '<previous_step_output agent="bug-investigator">\nroot cause: off by one\n</previous_step_output>' in turn
+    assert (
+        '<previous_step_output agent="bug-investigator">\nroot cause: off by one\n</previous_step_output>'
+        in turn
+    )
 
 
 def test_contract_blank_is_ignored() -> None:
@@ -221,7 +238,9 @@ def test_unknown_agent_keys_are_kept(tmp_path: Path) -> None:
     """Agent keys this package does not interpret survive in `extra`."""
     (tmp_path / ".claude" / "agents").mkdir(parents=True)
     (tmp_path / ".claude" / "agents" / "a.md").write_text("a")
-    path = write_claude_dir(tmp_path, agents={"a": {"file": "agents/a.md", "skills": ["s1"], "description": "d"}})
+    path = write_claude_dir(
+        tmp_path, agents={"a": {"file": "agents/a.md", "skills": ["s1"], "description": "d"}}
+    )
     spec = load_config(path).agent("a")
     assert spec.extra["skills"] == ["s1"]
     assert spec.description == "d"

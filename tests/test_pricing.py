@@ -109,14 +109,18 @@ def test_long_prompt_band_applies_above_threshold() -> None:
     short = Usage(input_tokens=100_000, output_tokens=1000)
     long = Usage(input_tokens=60_000, cache_read_input_tokens=40_001, output_tokens=1000)
     assert card.cost("claude-haiku-5-5", short) == pytest.approx((100_000 * 0.10 + 1000 * 0.50) / 1e6)
-    assert card.cost("claude-haiku-5-5", long) == pytest.approx((60_000 * 0.50 + 40_001 * 0.05 + 1000 * 2.50) / 1e6)
+    assert card.cost("claude-haiku-5-5", long) == pytest.approx(
+        (60_000 * 0.50 + 40_001 * 0.05 + 1000 * 2.50) / 1e6
+    )
 
 
 def test_batch_discount_halves_the_bill() -> None:
     """Batch pricing is 50% of the standard price for input and output."""
     card = RateCard.default()
     usage = Usage(input_tokens=2000, output_tokens=800)
-    assert card.cost("claude-opus-5-5", usage, batch=True) == pytest.approx(card.cost("claude-opus-5-5", usage) / 2)
+    assert card.cost("claude-opus-5-5", usage, batch=True) == pytest.approx(
+        card.cost("claude-opus-5-5", usage) / 2
+    )
 
 
 def test_overrides_from_a_dict_and_a_file(tmp_path: Path) -> None:
@@ -136,7 +140,10 @@ def test_overrides_from_a_dict_and_a_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"input": -1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1, "output": 1}, r"new\.input"),
+        (
+            {"input": -1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1, "output": 1},
+            r"new\.input",
+        ),
         ({"input": 1}, r"new\.cache_write_5m: expected a non-negative number"),
         ("cheap", r"new: expected an object"),
     ],
@@ -150,8 +157,12 @@ def test_bad_overrides_are_refused(entry: object, message: str) -> None:
 def test_worst_case_bounds_the_real_cost() -> None:
     """The budget reservation for a call is never below what the call can cost."""
     card = RateCard.default()
-    bound = card.worst_case_cost("claude-sonnet-4-5", prompt_tokens=5000, max_tokens=1000, cache_write_ttl="1h")
-    worst_real = Usage(cache_creation_input_tokens=5000, cache_creation_1h_input_tokens=5000, output_tokens=1000)
+    bound = card.worst_case_cost(
+        "claude-sonnet-4-5", prompt_tokens=5000, max_tokens=1000, cache_write_ttl="1h"
+    )
+    worst_real = Usage(
+        cache_creation_input_tokens=5000, cache_creation_1h_input_tokens=5000, output_tokens=1000
+    )
     assert bound >= card.cost("claude-sonnet-4-5", worst_real)
     assert bound == pytest.approx((5000 * 6 + 1000 * 15) / 1e6)
 
@@ -162,4 +173,6 @@ def test_min_cacheable_tokens_per_model() -> None:
     assert card.min_cacheable_tokens("claude-haiku-4-5") == 4096
     assert card.min_cacheable_tokens("claude-sonnet-4-5-20250929") == 1024
     assert card.min_cacheable_tokens("not-a-model") == 1024
-    assert card.with_min_cacheable_tokens("claude-haiku-4-5", 10).min_cacheable_tokens("claude-haiku-4-5") == 10
+    assert (
+        card.with_min_cacheable_tokens("claude-haiku-4-5", 10).min_cacheable_tokens("claude-haiku-4-5") == 10
+    )

@@ -34,7 +34,9 @@ from claude_force_nb._retry import backoff_delay, is_retryable, is_retryable_sta
         (422, None, None, False),
     ],
 )
-def test_retryable_statuses(status: int | None, error_type: str | None, should_retry: bool | None, expected: bool) -> None:
+def test_retryable_statuses(
+    status: int | None, error_type: str | None, should_retry: bool | None, expected: bool
+) -> None:
     """Which answers are retried, as a table."""
     assert is_retryable_status(status, error_type=error_type, should_retry=should_retry) is expected
 
@@ -170,7 +172,9 @@ def test_nearly_spent_headers_pause_proportionally() -> None:
     """Remaining under 5% of a limit pauses until the server's bucket refills to 5%, capped by the reset."""
     clock = FakeClock()
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
-    plenty = RateLimitSnapshot(remaining={"requests": 50}, limit={"requests": 100}, reset_in_s={"requests": 30})
+    plenty = RateLimitSnapshot(
+        remaining={"requests": 50}, limit={"requests": 100}, reset_in_s={"requests": 30}
+    )
     assert limiter.observe(plenty) == 0
     low = RateLimitSnapshot(remaining={"requests": 1}, limit={"requests": 100}, reset_in_s={"requests": 30})
     assert limiter.observe(low) == pytest.approx((5 - 1) / (100 / 60))

@@ -7,6 +7,7 @@ the `anthropic` SDK: they load when first needed, so `import claude_force_nb` an
 from ._agents import AgentConfig, AgentSpec, define_agent, load_config, remove_agent
 from ._cache import CacheHit, CacheStats, ResponseCache
 from ._calls import CallSpec
+from ._display import AgentRun
 from ._events import EventBus, RunEvent
 from ._exceptions import (
     APICallError,
@@ -22,17 +23,22 @@ from ._exceptions import (
     UnknownAgentError,
 )
 from ._orchestrator import AsyncAgentOrchestrator
+from ._panel import AgentPanel, panel
+from ._plots import attempts_frame, plot_cache, plot_cost, plot_latency, plot_timeline
 from ._pricing import RateCard, UnpricedModelWarning
 from ._records import RunLog, RunRecord
 from ._request import ChatMessage, Completion, MessageRequest, Usage
 from ._results import AgentResult, WorkflowResult
 from ._retry import RetryPolicy
+from ._session import NotebookSession, cache_stats_frame, get_session, runs_frame
 from ._version import __version__
 
 __all__ = [
     "APICallError",
     "AgentConfig",
+    "AgentPanel",
     "AgentResult",
+    "AgentRun",
     "AgentSpec",
     "AsyncAgentOrchestrator",
     "AttemptTimeoutError",
@@ -51,6 +57,7 @@ __all__ = [
     "EventBus",
     "MalformedResponseError",
     "MessageRequest",
+    "NotebookSession",
     "RateCard",
     "ResponseCache",
     "RetryPolicy",
@@ -62,8 +69,31 @@ __all__ = [
     "Usage",
     "WorkflowResult",
     "__version__",
+    "attempts_frame",
+    "cache_stats_frame",
     "define_agent",
+    "get_session",
     "load_config",
+    "load_ipython_extension",
+    "panel",
+    "plot_cache",
+    "plot_cost",
+    "plot_latency",
+    "plot_timeline",
     "remove_agent",
+    "runs_frame",
+    "unload_ipython_extension",
 ]
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext claude_force_nb` registers the `%agent` / `%%agent` magics (imported only now)."""
+    from ._magic import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    from ._magic import unload_ipython_extension as unload
+
+    unload(ipython)

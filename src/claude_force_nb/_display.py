@@ -1,0 +1,386 @@
+"""What a notebook shows: the `AgentRun` result object, and live views updated in place while calls run.
+
+Live views are display handles (`display(..., display_id=True)`) updated at a bounded rate from orchestrator
+events, never `print`s into "whatever cell is running now", so they also work for background runs. Updates are
+throttled on the event loop (`call_later`): at most ten a second, fewer for very large fan-outs, so a
+1,000-call batch does not flood the front end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._records import RunRecord
+from ._results import AgentResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._events import RunEvent
+
+__all__ = [
+    "AgentRun",
+    "BatchTable",
+    "StreamView",
+    "TableView",
+    "Throttle",
+    "figure_png",
+    "format_cost",
+    "refresh_interval",
+]
+
+_CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.S)
+_MIN_INTERVAL_S = 0.1
+
+
+def figure_png(figure: Any, *, dpi: int = 90) -> bytes:
+    """A matplotlib figure as PNG bytes (rendered with Agg whatever the backend)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def format_cost(value: float) -> str:
+    """Dollars for display: NaN is 'unpriced', tiny amounts keep four decimals."""
+    if math.isnan(value):
+        return "unpriced"
+    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
+
+
+class AgentRun:
+    """The result of one `%%agent` cell: one or more calls, shown per the cell's `-f` format.
+
+    `.text` is the answer (several answers are joined under agent headings), `.results` the AgentResults,
+    `.to_frame()` a row per call (for `--inputs`, the input columns first), `.value` the parsed JSON (format
+    json) and `.code` the first fenced code block (format code).
+    """
+
+    def __init__(
+        self,
+        results: Sequence[AgentResult],
+        *,
+        kind: str = "single",
+        fmt: str = "markdown",
+        inputs: Sequence[dict[str, Any]] | None = None,
+        workflow: str | None = None,
+        elapsed_s: float = math.nan,
+    ) -> None:
+        self.results = list(results)
+        self.kind = kind
+        self.format = fmt
+        self.inputs = list(inputs) if inputs is not None else None
+        self.workflow = workflow
+        self.elapsed_s = elapsed_s
+
+    # -- content ---------------------------------------------------------------------------------------
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    @property
+    def failed(self) -> list[AgentResult]:
+        return [r for r in self.results if not r.success]
+
+    @property
+    def text(self) -> str:
+        if len(self.results) == 1 or self.kind == "workflow":
+            last = [r for r in self.results if r.success]
+            return last[-1].output if last else ""
+        return "\n\n".join(f"## {r.agent_name}\n\n{r.output if r.success else r.error}" for r in self.results)
+
+    @property
+    def value(self) -> Any:
+        """The answer parsed as JSON (the first fenced block if the answer is not bare JSON)."""
+        text = self.text.strip()
+        try:
+            return json.loads(text)
+        except ValueError:
+            block = _CODE_BLOCK.search(text)
+            if block is None:
+                raise ValueError("the answer is not JSON") from None
+            return json.loads(block.group(1))
+
+    @property
+    def code(self) -> str:
+        """The first fenced code block of the answer (the whole answer if there is none)."""
+        block = _CODE_BLOCK.search(self.text)
+        return block.group(1).rstrip("\n") if block else self.text
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(r.cost_usd for r in self.results)
+
+    def summary(self) -> str:
+        """calls, total cost (and savings), wall time, cache hit rate."""
+        n = len(self.results)
+        hits = sum(r.cached for r in self.results)
+        saved = sum(r.cost_saved_usd for r in self.results)
+        parts = [f"{n} call{'s' if n != 1 else ''}", format_cost(self.cost_usd)]
+        if saved:
+            parts.append(f"saved {format_cost(saved)}")
+        if not math.isnan(self.elapsed_s):
+            parts.append(f"{self.elapsed_s:.2f} s wall")
+        parts.append(f"cache hit rate {hits / n:.0%}" if n else "no calls")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return " · ".join(parts)
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        rows = []
+        for i, r in enumerate(self.results):
+            row: dict[str, Any] = (
+                dict(self.inputs[i]) if self.inputs is not None and i < len(self.inputs) else {}
+            )
+            row.update(
+                {
+                    "agent": r.agent_name,
+                    "status": r.status,
+                    "output": r.output,
+                    "cost_usd": r.cost_usd,
+                    "latency_s": r.latency_s,
+                    "cached": r.cached,
+                    "error": r.error,
+                }
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # -- display ---------------------------------------------------------------------------------------
+
+    def _markdown(self) -> str:
+        if len(self.results) == 1:
+            r = self.results[0]
+            body = r.output if r.success else f"**{r.agent_name} failed:** {r.error}"
+        elif self.kind == "workflow":
+            steps = "\n".join(f"{i}. {r.summary()}" for i, r in enumerate(self.results, 1))
+            body = f"**workflow {self.workflow}**\n\n{steps}\n\n---\n\n{self.text}"
+        else:
+            body = "\n\n".join(
+                f"#### {r.agent_name}\n\n{r.output if r.success else '**failed:** ' + (r.error or r.status)}"
+                for r in self.results
+            )
+        return f"{body}\n\n<small>{html.escape(self.summary())}</small>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        plain = self.text
+        if self.kind == "inputs":
+            frame = self.to_frame()
+            return {"text/html": frame.to_html(max_rows=50), "text/plain": frame.to_string(max_rows=50)}
+        if self.format == "text":
+            return {"text/plain": plain}
+        if self.format == "json":
+            try:
+                return {"application/json": self.value, "text/plain": json.dumps(self.value, indent=2)}
+            except ValueError:
+                return {"text/plain": plain}
+        if self.format == "code":
+            return {"text/markdown": f"```python\n{self.code}\n```", "text/plain": self.code}
+        return {"text/markdown": self._markdown(), "text/plain": plain}
+
+    def __repr__(self) -> str:
+        return f"AgentRun({self.summary()})"
+
+
+class Throttle:
+    """Call `render` at most once per `interval_s`, always once more after the last poke."""
+
+    def __init__(self, render: Callable[[], None], interval_s: float) -> None:
+        self._render = render
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self.renders = 0
+
+    def poke(self) -> None:
+        if self._handle is not None:
+            return
+        wait = self._last + self.interval_s - time.monotonic()
+        if wait <= 0:
+            self._fire()
+            return
+        try:
+            self._handle = asyncio.get_running_loop().call_later(wait, self._fire)
+        except RuntimeError:
+            self._fire()
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._last = time.monotonic()
+        self.renders += 1
+        self._render()
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._fire()
+
+
+class StreamView:
+    """One call's text, shown as it arrives (markdown re-rendered at most ten times a second)."""
+
+    def __init__(self, *, label: str = "") -> None:
+        from IPython.display import Markdown, display
+
+        self._markdown = Markdown
+        self._label = label
+        self._parts: list[str] = []
+        self._status = "waiting for the first token…"
+        self._handle = display(Markdown(self._render_text()), display_id=True)
+        self._throttle = Throttle(self._update, _MIN_INTERVAL_S)
+
+    def _render_text(self) -> str:
+        text = "".join(self._parts)
+        note = f"\n\n<small>{html.escape(self._status)}</small>" if self._status else ""
+        return f"{text}{' ▌' if text else ''}{note}"
+
+    def _update(self) -> None:
+        if self._handle is not None:
+            self._handle.update(self._markdown(self._render_text()))
+
+    def on_text(self, delta: str) -> None:
+        if self._status.startswith("waiting") or self._status.startswith("retrying"):
+            self._status = ""
+        self._parts.append(delta)
+        self._throttle.poke()
+
+    def on_event(self, event: RunEvent) -> None:
+        if event.kind == "retrying":
+            self._parts.clear()  # the next attempt starts the answer again
+            self._status = f"retrying in {event.delay_s or 0:.1f} s after: {event.error}"
+            self._throttle.poke()
+
+    def finish(self, run: AgentRun) -> None:
+        """Replace the live text by the final rendering."""
+        self._throttle.flush()
+        if self._handle is not None:
+            self._handle.update(run)
+
+
+_COLUMNS = ("agent", "status", "progress", "attempts", "tokens", "cost", "latency", "cached")
+_STATUS_STYLE = {
+    "succeeded": "color:#1a7f37",
+    "cached": "color:#0969da",
+    "failed": "color:#cf222e;font-weight:600",
+    "refused": "color:#9a6700",
+    "cancelled": "color:#6e7781",
+    "retrying": "color:#9a6700",
+    "running": "color:#8250df",
+}
+
+
+class BatchTable:
+    """The state of a batch of calls, fed by run events, rendered as an HTML table with a totals line.
+
+    Shared by the magic's live table and the panel, so both show the same rows the same way.
+    """
+
+    def __init__(self, *, expected: int, title: str) -> None:
+        self.title = title
+        self.expected = expected
+        self.records: dict[str, RunRecord] = {}
+        self.streamed: dict[str, int] = {}
+        self.started = time.time()
+
+    def on_event(self, event: RunEvent) -> None:
+        run_id = event.record.run_id
+        self.records[run_id] = event.record
+        if event.kind == "text" and event.text:
+            self.streamed[run_id] = self.streamed.get(run_id, 0) + len(event.text)
+        elif event.kind == "retrying":
+            self.streamed.pop(run_id, None)
+
+    def totals(self) -> str:
+        records = list(self.records.values())
+        done = [r for r in records if r.done]
+        elapsed = time.time() - self.started
+        if not done:
+            return f"0/{self.expected} done · {len(records)} started · {elapsed:.1f} s"
+        cost = sum(r.cost_usd for r in done)
+        hits = sum(r.cached for r in done)
+        failed = sum(r.status in ("failed", "refused", "cancelled") for r in done)
+        return (
+            f"{len(done)}/{self.expected} done · {len(records) - len(done)} in flight · {failed} failed · "
+            f"{format_cost(cost)} · {elapsed:.1f} s · hit rate {hits / len(done):.0%}"
+        )
+
+    def render(self) -> str:
+        rows = "".join(self._row(r) for r in self.records.values())
+        head = "".join(f"<th style='text-align:left;padding-right:8px'>{c}</th>" for c in _COLUMNS)
+        return (
+            f"<div class='cfnb-table'><b>{html.escape(self.title)}</b> — "
+            f"<span class='cfnb-totals'>{html.escape(self.totals())}</span>"
+            "<div style='max-height:320px;overflow-y:auto'>"
+            f"<table style='font-size:12px'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+            "</div></div>"
+        )
+
+    def _row(self, r: RunRecord) -> str:
+        tokens = r.input_tokens + r.cache_read_input_tokens + r.cache_creation_input_tokens
+        latency = "" if math.isnan(r.latency_s) else f"{r.latency_s:.2f}s"
+        if r.done:
+            progress = "<progress value='1' max='1' style='width:70px'></progress>"
+        elif r.status in ("running", "retrying"):
+            so_far = (self.streamed.get(r.run_id, 0) + 3) // 4
+            label = f" {so_far} tok" if so_far else ""
+            progress = f"<progress style='width:70px'></progress>{label}"
+        else:
+            progress = ""
+        cells = (
+            html.escape(r.agent),
+            f"<span class='cfnb-status' style='{_STATUS_STYLE.get(r.status, '')}'>{r.status}</span>",
+            progress,
+            str(r.attempts),
+            f"{tokens}→{r.output_tokens}" if r.done else "",
+            format_cost(r.cost_usd) if r.done else "",
+            latency,
+            "✓" if r.cached else "",
+        )
+        return (
+            "<tr class='cfnb-row'>"
+            + "".join(f"<td style='padding-right:8px'>{c}</td>" for c in cells)
+            + "</tr>"
+        )
+
+
+def refresh_interval(expected: int) -> float:
+    """Seconds between redraws: ten a second up to 200 rows, then slower as the table (the message) grows."""
+    return max(_MIN_INTERVAL_S, expected / 2000)
+
+
+class TableView:
+    """A `BatchTable` shown in the cell's output and updated in place."""
+
+    def __init__(self, *, expected: int, title: str) -> None:
+        from IPython.display import HTML, display
+
+        self._html = HTML
+        self.table = BatchTable(expected=expected, title=title)
+        self._throttle = Throttle(self._update, refresh_interval(expected))
+        self._handle = display(HTML(self.table.render()), display_id=True)
+
+    @property
+    def renders(self) -> int:
+        return self._throttle.renders
+
+    def on_event(self, event: RunEvent) -> None:
+        self.table.on_event(event)
+        self._throttle.poke()
+
+    def _update(self) -> None:
+        if self._handle is not None:
+            self._handle.update(self._html(self.table.render()))
+
+    def finish(self) -> None:
+        self._throttle.flush()

@@ -1,0 +1,87 @@
+"""Running the orchestrator's coroutines from synchronous notebook code, on the kernel's own loop.
+
+ipykernel runs each cell inside its running asyncio loop, so `asyncio.run()` fails there. Our choice (see
+STYLE.md): the orchestrator lives on the kernel's loop, so a blocking `%%agent`, a background `--bg` run, the
+panel's Run button and a top-level `await orch.execute_agent(...)` all share one loop and one connection pool.
+
+- `run_blocking(coro)`: drive `coro` to completion from synchronous code. Inside a running loop it re-enters
+  the loop with `nest_asyncio2`, applied lazily here at the first blocking run, never at import. Outside any
+  loop (a script, a terminal) it uses one private loop, kept for the session so connections stay valid.
+- A `KeyboardInterrupt` (the kernel's stop button) while blocked cancels the run's task and lets the
+  cancellation finish, so in-flight calls are recorded as cancelled and finished ones are kept; then the
+  interrupt is re-raised for the caller to report.
+- `spawn(coro)`: schedule on the same loop and return the task at once (kept strongly referenced here until
+  it ends, since the loop itself only keeps weak references).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["current_loop", "run_blocking", "spawn"]
+
+T = TypeVar("T")
+
+_private_loop: asyncio.AbstractEventLoop | None = None
+_patched: set[int] = set()
+_tasks: set[asyncio.Task[Any]] = set()
+_lock = threading.Lock()
+
+
+def current_loop() -> asyncio.AbstractEventLoop:
+    """The loop notebook work runs on: the running (kernel) loop, or the session's private loop."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    global _private_loop
+    with _lock:
+        if _private_loop is None or _private_loop.is_closed():
+            _private_loop = asyncio.new_event_loop()
+        return _private_loop
+
+
+def _allow_reentry(loop: asyncio.AbstractEventLoop) -> None:
+    """Patch `loop` with nest_asyncio2 so run_until_complete works while it is already running (once)."""
+    if id(loop) in _patched:
+        return
+    import nest_asyncio2
+
+    nest_asyncio2.apply(loop)
+    _patched.add(id(loop))
+
+
+def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion on the notebook's loop and return its result (see module docstring)."""
+    loop = current_loop()
+    if loop.is_running():
+        _allow_reentry(loop)
+    task = loop.create_task(coro)
+    try:
+        return loop.run_until_complete(task)
+    except KeyboardInterrupt:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(task)
+        raise
+
+
+def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Schedule `coro` on the notebook's loop and return its task without waiting.
+
+    In a kernel the task advances whenever the kernel is idle (or awaiting); outside a running loop it
+    advances during later `run_blocking` calls.
+    """
+    task = current_loop().create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+def pending_tasks() -> int:
+    """How many spawned tasks have not finished (used by tests and the session's shutdown)."""
+    return sum(not t.done() for t in _tasks)

@@ -1,0 +1,600 @@
+"""The `%%agent` cell magic and `%agent` line magic: a thin adapter over the session's orchestrator.
+
+Options are declared here with `@magic_arguments`; everything else about the line and cell (capture
+prefix, agent lists, `{{name}}` templates, `--inputs` rows, line sub-commands) is parsed by the pure
+`_parse` module. User-input errors become IPython `UsageError` (one line, no traceback); a call that fails
+raises `AgentRunFailed` at the end of the cell, after what finished has been shown, so "Run All" stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Enum, Float, Int, Unicode, observe
+
+from ._agents import build_user_turn
+from ._calls import CallSpec
+from ._config import DEFAULT_MODEL
+from ._display import AgentRun, StreamView, TableView, figure_png, format_cost
+from ._events import RunEvent
+from ._exceptions import ClaudeForceError, ConfigError
+from ._limits import Budget
+from ._loop import run_blocking, spawn
+from ._orchestrator import AsyncAgentOrchestrator
+from ._parse import (
+    FORMATS,
+    LINE_USAGE,
+    MagicInputError,
+    parse_agent_list,
+    parse_dollars,
+    parse_line,
+    render_template,
+    rows_from_inputs,
+    split_capture,
+    unquote,
+)
+from ._records import new_run_id
+from ._request import ChatMessage
+from ._results import AgentResult
+from ._session import NotebookSession, SessionSettings, get_session
+
+__all__ = ["AgentMagics", "AgentRunFailed", "BackgroundRun", "load_ipython_extension"]
+
+
+class AgentRunFailed(ClaudeForceError):
+    """Some calls of a `%%agent` cell failed. `.run` holds every result, the finished ones included."""
+
+    def __init__(self, run: AgentRun) -> None:
+        failed = run.failed
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        super().__init__(
+            f"{len(failed)} of {len(run.results)} calls failed; "
+            f"{first.agent_name}: {first.error or first.status}{more}. "
+            "Finished results are in `_agent_last` (and -o/capture variables)."
+        )
+        self.run = run
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return [f"AgentRunFailed: {self}"]
+
+
+@dataclass
+class _CellPlan:
+    kind: str  # single | fanout | inputs | workflow
+    calls: list[CallSpec]
+    workflow: str | None
+    inputs: list[dict[str, Any]] | None
+    fmt: str
+    chat: str | None
+    quiet: bool
+    stream: bool
+    batch_id: str
+
+
+class BackgroundRun:
+    """A `%%agent --bg` run in progress: `.done()`, `.cancel()`, `.result()`, or `await handle`."""
+
+    def __init__(self, task: asyncio.Task[AgentRun], description: str) -> None:
+        self._task = task
+        self.description = description
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def cancel(self) -> bool:
+        """Cancel the calls still in flight; finished ones stay in the run log."""
+        return self._task.cancel()
+
+    def result(self) -> AgentRun:
+        """The run's result, waiting for it if needed (raises AgentRunFailed if a call failed)."""
+        if not self._task.done():
+            run_blocking(_wait(self._task))
+        return self._task.result()
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+    def __repr__(self) -> str:
+        if not self._task.done():
+            state = "running"
+        elif self._task.cancelled():
+            state = "cancelled"
+        elif self._task.exception() is not None:
+            state = f"failed: {self._task.exception()}"
+        else:
+            state = f"done: {self._task.result().summary()}"
+        return f"<BackgroundRun {self.description}: {state}>"
+
+
+async def _wait(task: asyncio.Task[AgentRun]) -> None:
+    await asyncio.wait([task])
+
+
+def _traits_to_settings(magics: AgentMagics) -> dict[str, Any]:
+    return {
+        "model": magics.model,
+        "max_tokens": magics.max_tokens,
+        "max_concurrent": magics.max_concurrent,
+        "timeout_seconds": magics.timeout_seconds,
+        "max_retries": magics.max_retries,
+        "enable_cache": magics.cache,
+        "cache_backend": magics.cache_backend,
+        "cache_dir": magics.cache_dir,
+        "cache_ttl_hours": magics.cache_ttl_hours,
+        "budget_usd": None if magics.budget_usd < 0 else magics.budget_usd,
+        "default_format": magics.default_format,
+        "offline": magics.offline,
+        "config_path": magics.config_path,
+        "runlog_path": magics.runlog_path,
+        "stream": magics.stream,
+    }
+
+
+@magics_class
+class AgentMagics(Magics):
+    """Run Claude agents from notebook cells. `%config AgentMagics` lists the options below."""
+
+    model = Unicode(DEFAULT_MODEL, help="Default model id for calls (an agent's own model wins).").tag(
+        config=True
+    )
+    max_tokens = Int(SessionSettings.max_tokens, help="Default max_tokens for calls.").tag(config=True)
+    max_concurrent = Int(SessionSettings.max_concurrent, help="Calls in flight at once.").tag(config=True)
+    timeout_seconds = Float(SessionSettings.timeout_seconds, help="Per-attempt timeout in seconds.").tag(
+        config=True
+    )
+    max_retries = Int(3, help="Retries after the first attempt, for retryable failures.").tag(config=True)
+    cache = Bool(True, help="Use the response cache.").tag(config=True)
+    cache_backend = Unicode("disk", help="Response cache tier: disk, memory, or redis://host:port/db.").tag(
+        config=True
+    )
+    cache_dir = Unicode("", help="Folder of the disk cache (default: the user's cache dir).").tag(config=True)
+    cache_ttl_hours = Float(24.0, help="How long cached answers stay valid.").tag(config=True)
+    budget_usd = Float(-1.0, help="Session spending cap in dollars (-1: none).").tag(config=True)
+    default_format = Enum(
+        list(FORMATS), "markdown", help="How answers are shown: markdown, text, json, code."
+    ).tag(config=True)
+    offline = Bool(False, help="Use the bundled simulator even when ANTHROPIC_API_KEY is set.").tag(
+        config=True
+    )
+    config_path = Unicode("", help="claude-force config (default: the nearest .claude/claude.json).").tag(
+        config=True
+    )
+    runlog_path = Unicode(
+        "", help="SQLite file keeping the run log across kernel restarts (empty: off)."
+    ).tag(config=True)
+    stream = Bool(True, help="Stream single-call answers into the cell as they arrive.").tag(config=True)
+
+    def __init__(self, shell: Any = None, session: NotebookSession | None = None, **kwargs: Any) -> None:
+        # Set before traitlets applies **kwargs, whose change observers push settings into the session.
+        self.session = session if session is not None else get_session()
+        super().__init__(shell=shell, **kwargs)
+        self.session.update(**_traits_to_settings(self))
+
+    @observe(
+        "model",
+        "max_tokens",
+        "max_concurrent",
+        "timeout_seconds",
+        "max_retries",
+        "cache",
+        "cache_backend",
+        "cache_dir",
+        "cache_ttl_hours",
+        "budget_usd",
+        "default_format",
+        "offline",
+        "config_path",
+        "runlog_path",
+        "stream",
+    )
+    def _settings_changed(self, change: Any) -> None:
+        try:
+            self.session.update(**_traits_to_settings(self))
+        except ClaudeForceError as exc:
+            raise UsageError(str(exc)) from None
+
+    @property
+    def _ns(self) -> dict[str, Any]:
+        """The user's namespace."""
+        assert self.shell is not None, "AgentMagics needs an IPython shell"
+        ns: dict[str, Any] = self.shell.user_ns
+        return ns
+
+    # -- the magic -------------------------------------------------------------------------------------
+
+    @no_var_expand
+    @magic_arguments()
+    @argument("agents", nargs="?", default=None, help="agent name, or several as a,b,c (fan-out)")
+    @argument("-w", "--workflow", default=None, help="run a configured workflow step by step")
+    @argument("-m", "--model", default=None, help="model id for this cell")
+    @argument("--max-tokens", type=int, default=None, help="max_tokens for this cell")
+    @argument("-t", "--temperature", type=float, default=None, help="temperature (0..1; older models only)")
+    @argument("--system", default=None, help="replace the agent's system prompt for this cell")
+    @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    @argument("--refresh", action="store_true", help="skip the cache read, store the fresh answer")
+    @argument("-o", "--output", default=None, help="store the result in this variable")
+    @argument("--bg", action="store_true", help="run in the background and return a handle at once")
+    @argument("-f", "--format", default=None, choices=FORMATS, help="how to show the answer")
+    @argument("--chat", default=None, help="continue the conversation of this name across cells")
+    @argument(
+        "--inputs", default=None, help="one call per row of this DataFrame / list of dicts ({{column}})"
+    )
+    @argument("--budget", type=float, default=None, help="spending cap in dollars for this cell")
+    @argument("--quiet", action="store_true", help="no live progress; show only the result")
+    @line_cell_magic
+    def agent(self, line: str, cell: str | None = None) -> Any:
+        """Run agents on the cell's text (the task), or manage the session with a line command.
+
+        Cell magic:  %%agent NAME[,NAME...] [options]      (the cell body is the task)
+                     %%agent --workflow NAME [options]
+                     %%agent NAME --inputs df              (one call per row; {{column}} per row)
+                     result << NAME ...  /  result= << NAME ...   (store / store and show)
+        `{{name}}` in the task is replaced by the variable `name`; `{x}` and `$x` stay as typed.
+
+        Line magic:  %agent list | runs | stats | cache ... | plot ... | panel | config | budget | chat | help
+                     (`%agent help` explains each)
+        """
+        if cell is None:
+            return self._line(line)
+        capture = split_capture(line)
+        args = parse_argstring(self.agent, capture.rest)
+        for option in ("agents", "workflow", "model", "system", "output", "chat", "inputs"):
+            setattr(args, option, unquote(getattr(args, option)))
+        try:
+            orch = self.session.orchestrator()
+            plan = self._plan(args, cell, orch)
+        except (MagicInputError, ConfigError) as exc:
+            raise UsageError(str(exc)) from None
+        variable = capture.variable or args.output
+        show = capture.show if capture.variable else True
+        coro = self._execute(orch, plan)
+        if args.bg:
+            handle = BackgroundRun(spawn(coro), plan.calls[0].agent if plan.kind == "single" else plan.kind)
+            if variable:
+                self._ns[variable] = handle
+            return handle
+        try:
+            run = run_blocking(coro)
+        except KeyboardInterrupt:
+            kept = self._finished(plan.batch_id)
+            interrupted = AgentRun(kept, kind=plan.kind, fmt=plan.fmt, workflow=plan.workflow)
+            self._ns["_agent_last"] = interrupted
+            if variable:
+                self._ns[variable] = interrupted
+            print(
+                f"Interrupted: in-flight calls were cancelled; {len(kept)} finished result(s) are kept "
+                "(in `_agent_last` and `%agent runs`)."
+            )
+            raise
+        return self._conclude(run, plan, variable, show)
+
+    def _plan(self, args: Any, cell: str, orch: AsyncAgentOrchestrator) -> _CellPlan:
+        settings = self.session.settings
+        if args.workflow and args.agents:
+            raise MagicInputError("give agent names or --workflow, not both")
+        if not args.workflow and not args.agents:
+            raise MagicInputError("which agent? write `%%agent NAME` (`%agent list` shows the agents)")
+        if args.temperature is not None and not 0 <= args.temperature <= 1:
+            raise MagicInputError(f"--temperature must be within 0..1, got {args.temperature}")
+        if args.max_tokens is not None and args.max_tokens <= 0:
+            raise MagicInputError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
+        if args.budget is not None and not args.budget >= 0:
+            raise MagicInputError(f"--budget must be a non-negative amount in dollars, got {args.budget}")
+        if not cell.strip():
+            raise MagicInputError("the cell is empty: write the task in the cell body")
+        cell = cell.rstrip("\n")  # the newline a cell body ends with is not part of the task
+        agents = parse_agent_list(args.agents) if args.agents else ()
+        for name in agents:
+            orch.agent(name)
+        if args.workflow:
+            orch.config.workflow(args.workflow)
+        kind = (
+            "workflow"
+            if args.workflow
+            else "inputs"
+            if args.inputs
+            else "single"
+            if len(agents) == 1
+            else "fanout"
+        )
+        if args.chat and kind != "single":
+            raise MagicInputError("--chat works with a single agent (not a fan-out, workflow or --inputs)")
+        if args.inputs and len(agents) != 1:
+            raise MagicInputError("--inputs works with a single agent")
+        batch_id = new_run_id()
+        template = CallSpec(
+            agent=agents[0] if agents else "",
+            task="",
+            model=args.model,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            system=args.system,
+            use_cache=not args.no_cache,
+            refresh=args.refresh,
+            batch_id=batch_id,
+            budget=Budget(args.budget) if args.budget is not None else None,
+        )
+        namespace = self._ns
+
+        def lookup(name: str) -> Any:
+            return namespace[name]
+
+        inputs: list[dict[str, Any]] | None = None
+        if kind == "inputs":
+            if args.inputs not in namespace:
+                raise MagicInputError(f"--inputs {args.inputs}: no variable of that name")
+            inputs = rows_from_inputs(namespace[args.inputs], name=args.inputs)
+            calls = [
+                _with(template, task=render_template(cell, _row_lookup(row, lookup)), metadata={"row": i})
+                for i, row in enumerate(inputs)
+            ]
+        else:
+            task = render_template(cell, lookup)
+            if kind == "workflow":
+                calls = [_with(template, task=task)]
+            else:
+                history = tuple(self.session.chats.get(args.chat, ())) if args.chat else ()
+                calls = [_with(template, agent=name, task=task, history=history) for name in agents]
+        return _CellPlan(
+            kind=kind,
+            calls=calls,
+            workflow=args.workflow,
+            inputs=inputs,
+            fmt=args.format or settings.default_format,
+            chat=args.chat,
+            quiet=args.quiet,
+            stream=settings.stream and not args.quiet,
+            batch_id=batch_id,
+        )
+
+    async def _execute(self, orch: AsyncAgentOrchestrator, plan: _CellPlan) -> AgentRun:
+        started = time.perf_counter()
+        unsubscribe: Callable[[], None] | None = None
+        stream_view: StreamView | None = None
+        table: TableView | None = None
+        if not plan.quiet:
+            if plan.kind == "single" and plan.stream:
+                stream_view = StreamView(label=plan.calls[0].agent)
+                unsubscribe = _subscribe(orch, plan.batch_id, stream_view.on_event)
+            else:
+                expected = len(orch.config.workflow(plan.workflow)) if plan.workflow else len(plan.calls)
+                title = f"workflow {plan.workflow}" if plan.workflow else f"{len(plan.calls)} calls"
+                table = TableView(expected=expected, title=title)
+                unsubscribe = _subscribe(orch, plan.batch_id, table.on_event)
+        try:
+            results: Sequence[AgentResult]
+            if plan.kind == "workflow":
+                assert plan.workflow is not None
+                workflow = await orch.run_workflow(plan.workflow, plan.calls[0].task, template=plan.calls[0])
+                results = list(workflow)
+            elif plan.kind == "single":
+                on_text = stream_view.on_text if stream_view is not None else None
+                results = [await orch.run_call(plan.calls[0], on_text=on_text)]
+            else:
+                results = await orch.execute_multiple(plan.calls)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            if table is not None:
+                table.finish()
+        run = AgentRun(
+            results,
+            kind=plan.kind,
+            fmt=plan.fmt,
+            inputs=plan.inputs,
+            workflow=plan.workflow,
+            elapsed_s=time.perf_counter() - started,
+        )
+        if plan.chat and run.success:
+            call = plan.calls[0]
+            history = self.session.chats.setdefault(plan.chat, [])
+            history += [ChatMessage("user", build_user_turn(call.task)), ChatMessage("assistant", run.text)]
+        if stream_view is not None:
+            stream_view.finish(run)
+        elif table is not None:
+            display(_SummaryLine(run.summary()))
+        if not run.success:
+            self._ns["_agent_last"] = run
+            raise AgentRunFailed(run)
+        return run
+
+    def _conclude(self, run: AgentRun, plan: _CellPlan, variable: str | None, show: bool) -> Any:
+        value: Any = run.to_frame() if plan.kind == "inputs" else run
+        self._ns["_agent_last"] = run
+        if variable:
+            self._ns[variable] = value
+        already_shown = plan.kind == "single" and plan.stream
+        if not show or already_shown:
+            return None
+        return value
+
+    def _finished(self, batch_id: str) -> list[AgentResult]:
+        return [
+            AgentResult.from_record(r)
+            for r in self.session.run_log
+            if r.batch_id == batch_id and r.status in ("succeeded", "cached")
+        ]
+
+    # -- line commands ---------------------------------------------------------------------------------
+
+    def _line(self, line: str) -> Any:
+        try:
+            command = parse_line(line)
+            handler = getattr(self, f"_cmd_{command.name}")
+            return handler(*command.args)
+        except (MagicInputError, ClaudeForceError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+
+    def _cmd_help(self) -> None:
+        print(LINE_USAGE)
+
+    def _cmd_list(self) -> Any:
+        import pandas as pd
+
+        orch = self.session.orchestrator()
+        agents = pd.DataFrame(
+            [
+                {
+                    "agent": spec.name,
+                    "source": spec.source,
+                    "contract": spec.contract_file or ("inline" if spec.contract else ""),
+                    "domains": ", ".join(spec.domains),
+                    "priority": spec.priority,
+                    "model": spec.model or f"(default: {orch.model})",
+                    "max_tokens": spec.max_tokens or orch.max_tokens,
+                }
+                for spec in orch.agents.values()
+            ],
+            columns=["agent", "source", "contract", "domains", "priority", "model", "max_tokens"],
+        )
+        workflows = pd.DataFrame(
+            [{"workflow": name, "steps": " → ".join(steps)} for name, steps in orch.workflows.items()],
+            columns=["workflow", "steps"],
+        )
+        display(agents)
+        if len(workflows):
+            display(workflows)
+        return None
+
+    def _cmd_runs(self) -> Any:
+        return self.session.runs_frame()
+
+    def _cache(self) -> Any:
+        cache = self.session.orchestrator().cache
+        if cache is None:
+            raise MagicInputError("the response cache is off (%config AgentMagics.cache = True)")
+        return cache
+
+    def _cmd_stats(self) -> Any:
+        return self._cache().stats().to_frame()
+
+    def _cmd_cache(self, action: str, argument: str | None = None) -> Any:
+        cache = self._cache()
+        if action == "info":
+            return cache.entries_frame()
+        if action == "clear":
+            before = cache.stats().entries
+            cache.clear()
+            print(f"Cleared {before} cached answer(s); other files in the cache folder were not touched.")
+            return None
+        if action == "export":
+            count = cache.export_bundle(argument)
+            print(f"Wrote {count} cached answer(s) to {argument}.")
+            return None
+        if action == "import":
+            count = cache.import_bundle(argument)
+            print(f"Imported {count} cached answer(s) from {argument}.")
+            return None
+        cache.replay = argument == "on"
+        print(
+            "Replay mode on: answers come only from the cache; a miss is an error and nothing is sent."
+            if cache.replay
+            else "Replay mode off."
+        )
+        return None
+
+    def _cmd_plot(self, which: str) -> None:
+        from IPython.display import Image
+        from matplotlib.figure import Figure
+
+        from . import _plots
+
+        # A bare Figure, shown as a PNG: the same image whatever matplotlib backend the kernel uses, and
+        # nothing left behind in pyplot's figure list. (Call plot_*() yourself for an Axes to adjust.)
+        figure = Figure(figsize=(9, 5), layout="constrained")
+        ax = figure.subplots()
+        frame = self.session.runs_frame()
+        if which == "latency":
+            _plots.plot_latency(frame, ax=ax)
+        elif which == "cost":
+            _plots.plot_cost(frame, ax=ax)
+        elif which == "cache":
+            cache = self.session.orchestrator().cache
+            _plots.plot_cache(frame, stats=cache.stats() if cache is not None else None, ax=ax)
+        else:
+            _plots.plot_timeline(frame, attempts=_plots.attempts_frame(self.session.run_log), ax=ax)
+        display(Image(data=figure_png(figure), format="png"))
+
+    def _cmd_panel(self) -> Any:
+        from ._panel import AgentPanel
+
+        return AgentPanel(self.session)
+
+    def _cmd_config(self) -> None:
+        settings = self.session.settings
+        print(self.session.mode_note()[1])
+        for name in SessionSettings.__dataclass_fields__:
+            print(f"  {name:<20} {getattr(settings, name)!r}")
+        print("Change with %config AgentMagics.<name> = value")
+
+    def _cmd_budget(self, amount: str | None = None) -> None:
+        if amount is not None:
+            limit = None if amount.lower() == "off" else parse_dollars(amount)
+            self.budget_usd = -1.0 if limit is None else limit
+        budget = self.session.budget
+        limit_text = "no limit" if budget.limit_usd is None else format_cost(budget.limit_usd)
+        print(
+            f"Budget: {limit_text}; spent {format_cost(budget.spent_usd)}, "
+            f"{format_cost(budget.reserved_usd)} held by calls in flight"
+        )
+
+    def _cmd_chat(self, action: str, name: str) -> None:
+        existed = self.session.chats.pop(name, None) is not None
+        print(f"Chat {name!r} {'reset' if existed else 'was not active'}.")
+
+
+class _SummaryLine:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return f"<small>{self.text}</small>"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _with(template: CallSpec, **changes: Any) -> CallSpec:
+    from dataclasses import replace
+
+    return replace(template, **changes)
+
+
+def _row_lookup(row: dict[str, Any], fallback: Callable[[str], Any]) -> Callable[[str], Any]:
+    def lookup(name: str) -> Any:
+        return row[name] if name in row else fallback(name)
+
+    return lookup
+
+
+def _subscribe(
+    orch: AsyncAgentOrchestrator, batch_id: str, handler: Callable[[RunEvent], None]
+) -> Callable[[], None]:
+    def on_event(event: RunEvent) -> None:
+        if event.record.batch_id == batch_id:
+            handler(event)
+
+    return orch.events.subscribe(on_event)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext claude_force_nb`: register `%agent`/`%%agent` and the alias `%claude_agent`."""
+    magics = AgentMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython.register_magic_function(magics.agent, "line_cell", "claude_agent")
+    magics.session.announce_mode()
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext claude_force_nb`: the magics stay registered (IPython cannot remove them), the session
+    is closed."""
+    get_session().close()

@@ -1,0 +1,325 @@
+"""The notebook session: one orchestrator, one run log, one simulator (when offline), and the chats.
+
+The magic, the panel and the module-level functions (`runs_frame()`, `panel()`, ...) all talk to the same
+`NotebookSession`, so a call made from the panel shows up in `%agent runs` and the other way round. Settings
+come from `AgentMagics` traits when the extension is loaded, or from defaults otherwise; changing one that
+the orchestrator is built from (concurrency, cache, endpoint...) rebuilds it at the next use, keeping the
+run log and the money already spent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._agents import AgentConfig, load_config
+from ._config import (
+    DEFAULT_CACHE_MAX_SIZE_MB,
+    DEFAULT_CACHE_TTL_HOURS,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT_S,
+    read_environment,
+)
+from ._exceptions import ConfigError
+from ._limits import Budget
+from ._orchestrator import AsyncAgentOrchestrator
+from ._records import RunLog
+from ._request import ChatMessage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .sim import Simulator
+
+__all__ = [
+    "SIM_TTFT_S",
+    "NotebookSession",
+    "SessionSettings",
+    "cache_stats_frame",
+    "get_session",
+    "reset_session",
+    "runs_frame",
+]
+
+SIM_TTFT_S = 0.15
+SIM_PER_TOKEN_S = 0.003
+"""The simulator's latency in a notebook: slow enough that streaming is visible, fast enough to demo."""
+
+# Settings the orchestrator is built from; the rest (model, max_tokens, format...) are read per call.
+_REBUILD_FIELDS = frozenset(
+    {
+        "max_concurrent",
+        "timeout_seconds",
+        "max_retries",
+        "cache_backend",
+        "cache_dir",
+        "cache_ttl_hours",
+        "cache_max_size_mb",
+        "enable_cache",
+        "config_path",
+        "offline",
+        "requests_per_minute",
+        "prompt_caching",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionSettings:
+    """What a notebook session runs with; `AgentMagics` exposes each as a `%config` option."""
+
+    model: str = DEFAULT_MODEL
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    timeout_seconds: float = DEFAULT_TIMEOUT_S
+    max_retries: int = 3
+    enable_cache: bool = True
+    cache_backend: str = "disk"
+    cache_dir: str = ""
+    cache_ttl_hours: float = DEFAULT_CACHE_TTL_HOURS
+    cache_max_size_mb: float = DEFAULT_CACHE_MAX_SIZE_MB
+    budget_usd: float | None = None
+    requests_per_minute: float | None = None
+    default_format: str = "markdown"
+    offline: bool = False
+    config_path: str = ""
+    runlog_path: str = ""
+    prompt_caching: bool = True
+    stream: bool = True
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest `.claude/claude.json` from `start` upwards (the way git finds `.git`)."""
+    for folder in (start, *start.parents):
+        candidate = folder / ".claude" / "claude.json"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class _Endpoint:
+    base_url: str | None
+    api_key: str | None
+    simulated: bool
+    note: str
+
+
+@dataclass
+class NotebookSession:
+    """Shared state behind the magic and the panel. Create through `get_session()`."""
+
+    settings: SessionSettings = field(default_factory=SessionSettings)
+    environ: Mapping[str, str] | None = None
+    run_log: RunLog = field(default_factory=RunLog)
+    chats: dict[str, list[ChatMessage]] = field(default_factory=dict)
+    announce: Callable[[str], None] = print
+    _orchestrator: AsyncAgentOrchestrator | None = None
+    _simulator: Simulator | None = None
+    _endpoint: _Endpoint | None = None
+    _budget: Budget | None = None
+    _persist_close: Callable[[], None] | None = None
+    _announced: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- settings -------------------------------------------------------------------------------------------
+
+    def update(self, **changes: Any) -> None:
+        """Change settings; an orchestrator built from a changed setting is rebuilt at its next use."""
+        unknown = set(changes) - set(SessionSettings.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        old = self.settings
+        self.settings = replace(old, **changes)
+        if any(getattr(old, k) != getattr(self.settings, k) for k in _REBUILD_FIELDS & set(changes)):
+            self._drop_orchestrator()
+        if self.settings.offline != old.offline:
+            self._close_endpoint()
+        if "budget_usd" in changes:
+            self.set_budget(self.settings.budget_usd)
+        if "runlog_path" in changes and self.settings.runlog_path != old.runlog_path:
+            self.persist_runs(self.settings.runlog_path or None)
+
+    def set_budget(self, usd: float | None) -> Budget:
+        """Set the session budget (None removes it); money already spent still counts against a new limit."""
+        spent = self._budget.spent_usd if self._budget is not None else 0.0
+        budget = Budget(usd)
+        budget.spent_usd = spent
+        self._budget = budget
+        if self._orchestrator is not None:
+            self._orchestrator.budget = budget
+        return budget
+
+    @property
+    def budget(self) -> Budget:
+        if self._budget is None:
+            self._budget = Budget(self.settings.budget_usd)
+        return self._budget
+
+    # -- the orchestrator -----------------------------------------------------------------------------------
+
+    def config(self) -> AgentConfig:
+        """The claude-force config in use: `config_path`, else the nearest `.claude/claude.json`."""
+        path = (
+            Path(self.settings.config_path).expanduser()
+            if self.settings.config_path
+            else find_config(Path.cwd())
+        )
+        return load_config(path) if path is not None else AgentConfig.empty()
+
+    def mode_note(self) -> tuple[bool, str]:
+        """(simulated, one line saying where calls go), decided from the environment without starting
+        anything (so `%load_ext` can say it at once and stay fast)."""
+        env = read_environment(self.environ)
+        if env.has_credentials and not (self.settings.offline or env.simulate):
+            return False, f"claude_force_nb: calls go to {env.base_url or 'the Anthropic API'}."
+        reason = "offline mode is on" if (self.settings.offline or env.simulate) else "no ANTHROPIC_API_KEY"
+        return True, (
+            f"claude_force_nb: {reason}, so answers are simulated by the bundled local simulator "
+            "(set ANTHROPIC_API_KEY and restart the kernel to use the real API)."
+        )
+
+    def announce_mode(self) -> None:
+        """Print the one line saying where calls go (once per endpoint)."""
+        if not self._announced:
+            self._announced = True
+            self.announce(self.mode_note()[1])
+
+    def endpoint(self) -> _Endpoint:
+        """Where calls go: the real API (key or base URL set), else the bundled simulator, started here."""
+        if self._endpoint is not None:
+            return self._endpoint
+        simulated, note = self.mode_note()
+        if not simulated:
+            env = read_environment(self.environ)
+            self._endpoint = _Endpoint(env.base_url, env.api_key, False, note)
+        else:
+            from .sim import serve
+
+            simulator = serve(ttft_s=SIM_TTFT_S, per_token_s=SIM_PER_TOKEN_S)
+            simulator.__enter__()
+            atexit.register(simulator.close)
+            self._simulator = simulator
+            self._endpoint = _Endpoint(simulator.base_url, "simulated", True, note)
+        self.announce_mode()
+        return self._endpoint
+
+    @property
+    def simulated(self) -> bool:
+        return self.endpoint().simulated
+
+    def orchestrator(self) -> AsyncAgentOrchestrator:
+        """The session's orchestrator, built (or rebuilt after a settings change) on first use."""
+        with self._lock:
+            if self._orchestrator is None:
+                s = self.settings
+                endpoint = self.endpoint()
+                orch = AsyncAgentOrchestrator(
+                    config=self.config(),
+                    api_key=endpoint.api_key,
+                    base_url=endpoint.base_url,
+                    model=s.model,
+                    max_tokens=s.max_tokens,
+                    max_concurrent=s.max_concurrent,
+                    timeout_seconds=s.timeout_seconds,
+                    max_retries=s.max_retries,
+                    enable_cache=s.enable_cache,
+                    cache_backend=s.cache_backend,
+                    cache_dir=s.cache_dir or None,
+                    cache_ttl_hours=s.cache_ttl_hours,
+                    cache_max_size_mb=s.cache_max_size_mb,
+                    requests_per_minute=s.requests_per_minute,
+                    prompt_caching=s.prompt_caching,
+                    run_log=self.run_log,
+                    environ=self.environ,
+                )
+                orch.budget = self.budget
+                self._orchestrator = orch
+            return self._orchestrator
+
+    def _drop_orchestrator(self) -> None:
+        """Forget the orchestrator; its connections and cache close on the notebook loop when possible."""
+        orch, self._orchestrator = self._orchestrator, None
+        if orch is None:
+            return
+        from ._loop import spawn
+
+        with contextlib.suppress(Exception):
+            spawn(orch.aclose())
+
+    # -- run log --------------------------------------------------------------------------------------------
+
+    def persist_runs(self, path: str | Path | None) -> int:
+        """Keep the run log in a SQLite file across kernel restarts (None stops). Returns rows loaded."""
+        if self._persist_close is not None:
+            self._persist_close()
+            self._persist_close = None
+        if path is None:
+            return 0
+        from ._persist import RunStore
+
+        store = RunStore(Path(path).expanduser())
+        loaded = store.load_into(self.run_log)
+        self._persist_close = store.attach(self.run_log)
+        return loaded
+
+    def runs_frame(self) -> pd.DataFrame:
+        return self.run_log.to_frame()
+
+    def close(self) -> None:
+        """Stop the simulator and persistence; used at kernel shutdown and by tests."""
+        self._drop_orchestrator()
+        if self._persist_close is not None:
+            self._persist_close()
+            self._persist_close = None
+        self._close_endpoint()
+
+    def _close_endpoint(self) -> None:
+        if self._simulator is not None:
+            self._simulator.close()
+            self._simulator = None
+        self._endpoint = None
+        self._announced = False
+
+
+_session: NotebookSession | None = None
+_session_lock = threading.Lock()
+
+
+def get_session() -> NotebookSession:
+    """The process-wide notebook session (created with default settings on first use)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = NotebookSession()
+        return _session
+
+
+def reset_session(session: NotebookSession | None = None) -> NotebookSession | None:
+    """Replace the process-wide session (closing the old one); returns the old one. For tests and restarts."""
+    global _session
+    with _session_lock:
+        old, _session = _session, session
+    if old is not None and old is not session:
+        old.close()
+    return old
+
+
+def runs_frame() -> pd.DataFrame:
+    """The notebook session's run log: one row per call (see `RunLog.to_frame`)."""
+    return get_session().runs_frame()
+
+
+def cache_stats_frame() -> pd.DataFrame:
+    """The session's response-cache statistics as a one-row DataFrame (empty if the cache is off)."""
+    import pandas as pd
+
+    cache = get_session().orchestrator().cache
+    return cache.stats().to_frame() if cache is not None else pd.DataFrame()

@@ -1,0 +1,168 @@
+"""The notebook layer in a real ipykernel (driven by nbclient), against the simulator.
+
+These run the magics as a user does: cells executed in a kernel, on the kernel's own event loop, with
+display updates, background tasks, widgets and a real kernel interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from claude_force_nb.sim import Fault, Simulator
+
+from .conftest import write_claude_dir
+
+pytestmark = pytest.mark.slow
+
+
+class Kernel:
+    """A live kernel that runs one cell at a time and returns its outputs."""
+
+    def __init__(self, client: NotebookClient, notebook: Any) -> None:
+        self.client = client
+        self.notebook = notebook
+
+    async def run(self, source: str, *, allow_error: bool = False) -> list[dict[str, Any]]:
+        cell = nbformat.v4.new_code_cell(source)
+        if allow_error:
+            cell.metadata["tags"] = ["raises-exception"]
+        self.notebook.cells.append(cell)
+        await self.client.async_execute_cell(cell, len(self.notebook.cells) - 1)
+        return list(cell.outputs)
+
+    async def value(self, expression: str) -> Any:
+        """Evaluate `expression` in the kernel and return it (JSON round trip)."""
+        outputs = await self.run(f"import json as _j; print(_j.dumps({expression}))")
+        return json.loads(text_of(outputs))
+
+
+def text_of(outputs: list[dict[str, Any]]) -> str:
+    parts = []
+    for output in outputs:
+        if output["output_type"] == "stream":
+            parts.append(output["text"])
+        elif "data" in output:
+            data = output["data"]
+            parts.append(data.get("text/markdown") or data.get("text/plain") or "")
+    return "".join(parts)
+
+
+def errors_of(outputs: list[dict[str, Any]]) -> list[str]:
+    return [f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error"]
+
+
+@pytest.fixture
+async def kernel(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Kernel]:
+    """A kernel in a project folder with a .claude config, whose calls go to the test's simulator."""
+    write_claude_dir(tmp_path)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    notebook = nbformat.v4.new_notebook()
+    client = NotebookClient(
+        notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    async with client.async_setup_kernel():
+        kernel = Kernel(client, notebook)
+        outputs = await kernel.run("%load_ext claude_force_nb\n%config AgentMagics.stream = True")
+        assert f"calls go to {sim.base_url}" in text_of(outputs)
+        yield kernel
+
+
+async def test_blocking_runs_capture_templates_and_fan_out(kernel: Kernel, sim: Simulator) -> None:
+    """A blocking cell shows the streamed answer; capture, {{var}}, fan-out and -o behave as documented."""
+    await kernel.run("snippet = 'def mean(xs): return sum(xs) / len(xs)'")
+    outputs = await kernel.run("%%agent code-reviewer\nReview {{snippet}}; keep {x} and $y")
+    assert "[simulated" in text_of(outputs)
+    assert sim.requests[-1]["json"]["messages"][-1]["content"] == (
+        "<task>\nReview def mean(xs): return sum(xs) / len(xs); keep {x} and $y\n</task>"
+    )
+    await kernel.run("%%agent res << code-reviewer,bug-investigator\nCheck {{snippet}}")
+    assert await kernel.value("[r.agent_name for r in res.results]") == ["code-reviewer", "bug-investigator"]
+    outputs = await kernel.run("%%agent bug-investigator -o found --quiet\nWhy?")
+    assert "[simulated" in text_of(outputs)
+    assert await kernel.value("found.success") is True
+
+
+async def test_inputs_chat_and_background(kernel: Kernel, sim: Simulator) -> None:
+    """--inputs gives a frame, --chat carries turns between cells, --bg returns a handle one can await."""
+    await kernel.run("import pandas as pd\ndf = pd.DataFrame({'module': ['json', 'csv']})")
+    outputs = await kernel.run("%%agent table= << code-reviewer --inputs df --quiet\nReview {{module}}")
+    assert any("text/html" in o.get("data", {}) for o in outputs)
+    assert await kernel.value("list(table['module'])") == ["json", "csv"]
+    await kernel.run("%%agent code-reviewer --chat review --quiet\nfirst")
+    await kernel.run("%%agent code-reviewer --chat review --quiet\nsecond")
+    assert [m["role"] for m in sim.requests[-1]["json"]["messages"]] == ["user", "assistant", "user"]
+    await kernel.run("%%agent handle << code-reviewer --bg --quiet\nin the background")
+    await kernel.run("result = await handle")
+    assert await kernel.value("result.success and handle.done()") is True
+
+
+async def test_a_failed_call_stops_the_notebook(kernel: Kernel, sim: Simulator) -> None:
+    """A failing call raises at the end of the cell with a one-line error, so Run All stops there."""
+    sim.script(Fault("status", status=400), match="make it fail")
+    outputs = await kernel.run("%%agent code-reviewer --quiet\nmake it fail", allow_error=True)
+    assert errors_of(outputs) and "1 of 1 calls failed" in errors_of(outputs)[0]
+    outputs = await kernel.run("%agent nonsense", allow_error=True)  # IPython prints usage errors on stderr
+    assert "UsageError: unknown %agent command 'nonsense'" in text_of(outputs)
+
+
+async def test_interrupt_cancels_in_flight_and_keeps_finished(kernel: Kernel, sim: Simulator) -> None:
+    """An interrupt mid-run cancels the hanging calls, keeps the finished ones, and leaves nothing running."""
+    sim.script(Fault("hang", hang_s=30), times=2, match="slow")
+    await kernel.run("import claude_force_nb\nclaude_force_nb.define_agent('a', 'x')\nimport pandas as pd")
+    await kernel.run("df = pd.DataFrame({'speed': ['fast', 'fast', 'slow', 'slow']})")
+    cell = asyncio.ensure_future(
+        kernel.run("%%agent a --inputs df --quiet\n{{speed}} task", allow_error=True)
+    )
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        done = [r for r in sim.requests if r.get("status") == 200]
+        if len(done) >= 2 and len(sim.requests) >= 4:
+            break
+    await asyncio.sleep(0.2)
+    await kernel.client.km.interrupt_kernel()
+    outputs = await asyncio.wait_for(cell, timeout=30)
+    assert any("KeyboardInterrupt" in e for e in errors_of(outputs))
+    assert "2 finished result(s) are kept" in text_of(outputs)
+    statuses = await kernel.value("sorted(r.status for r in claude_force_nb._session.get_session().run_log)")
+    assert statuses == ["cancelled", "cancelled", "succeeded", "succeeded"]
+    assert await kernel.value("len(_agent_last.results)") == 2
+    assert await kernel.value("claude_force_nb._loop.pending_tasks()") == 0
+
+
+async def test_panel_runs_and_cancels(kernel: Kernel, sim: Simulator) -> None:
+    """The panel's Run returns at once; rows, totals and charts appear; Cancel keeps finished results."""
+    await kernel.run(
+        "import asyncio, claude_force_nb\np = claude_force_nb.panel()\n"
+        "p.agents.value = ('code-reviewer', 'bug-investigator')\np.task.value = 'Audit json'\nt = p.run()\np"
+    )
+    await kernel.run("await asyncio.wait([t])")
+    state = await kernel.value(
+        "{'status': p.status.value, 'rows': p.calls.value.count(\"class='cfnb-row'\"), "
+        "'charts': len(p.charts.outputs), 'image': 'image/png' in p.charts.outputs[0]['data']}"
+    )
+    assert state["status"].startswith("done: 2 call(s), $") and state["rows"] == 2
+    assert state["charts"] == 1 and state["image"] is True
+    sim.script(Fault("hang", hang_s=30), match="hang here")
+    await kernel.run("p.task.value = 'hang here'\np.agents.value = ('code-reviewer',)\nt = p.run()")
+    await kernel.run("await asyncio.sleep(0.3)\np.cancel()\nawait asyncio.wait([t])")
+    state = await kernel.value(
+        "{'status': p.status.value, 'run': p.run_button.disabled, 'cancel': p.cancel_button.disabled}"
+    )
+    assert state == {"status": "<b>cancelled</b>: 0 finished result(s) kept", "run": False, "cancel": True}
+
+
+async def test_plots_render_images(kernel: Kernel) -> None:
+    """%agent plot draws each chart as an image in the cell."""
+    await kernel.run("%%agent code-reviewer,fixer --quiet\nx")
+    for which in ("latency", "cost", "cache", "timeline"):
+        outputs = await kernel.run(f"%agent plot {which}")
+        assert any("image/png" in o.get("data", {}) for o in outputs), which

@@ -1,0 +1,291 @@
+"""The %%agent / %agent magics in a real IPython InteractiveShell, against the simulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.testing.globalipapp import start_ipython
+
+from claude_force_nb import define_agent
+from claude_force_nb._display import AgentRun
+from claude_force_nb._magic import AgentMagics, AgentRunFailed, BackgroundRun
+from claude_force_nb._session import NotebookSession, SessionSettings, reset_session
+from claude_force_nb.sim import Fault, Simulator
+
+from .conftest import write_claude_dir
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    ip = start_ipython()
+    assert ip is not None
+    return ip
+
+
+@pytest.fixture
+def magics(
+    shell: InteractiveShell, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AgentMagics]:
+    """The magics registered on the shell with a fresh session whose calls go to the simulator."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    config = write_claude_dir(tmp_path)
+    notes: list[str] = []
+    session = NotebookSession(
+        settings=SessionSettings(config_path=str(config), stream=False), announce=notes.append
+    )
+    reset_session(session)
+    instance = AgentMagics(shell=shell, session=session, config_path=str(config), stream=False)
+    shell.register_magics(instance)
+    shell.register_magic_function(instance.agent, "line_cell", "claude_agent")
+    yield instance
+    reset_session(None)
+
+
+def cell(shell: InteractiveShell, line: str, body: str) -> Any:
+    return shell.run_cell_magic("agent", line, body)
+
+
+def last_user_turn(sim: Simulator) -> str:
+    return str(sim.requests[-1]["json"]["messages"][-1]["content"])
+
+
+def test_one_call_returns_a_run_and_keeps_braces_literal(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """{{name}} is interpolated; {x}, $y and f-string braces reach the model untouched."""
+    shell.user_ns["snippet"] = "def f(x): return {x: 1}"
+    run = cell(shell, "code-reviewer", "Review {{snippet}} and keep {x} $y f'{z!r}'")
+    assert isinstance(run, AgentRun) and run.success
+    assert last_user_turn(sim) == "<task>\nReview def f(x): return {x: 1} and keep {x} $y f'{z!r}'\n</task>"
+    assert run.text.startswith("[simulated ")
+    assert shell.user_ns["_agent_last"] is run
+
+
+def test_capture_forms_store_and_show(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """`v << agent` stores silently, `v= << agent` stores and shows, -o stores and shows."""
+    assert cell(shell, "quiet << code-reviewer", "a") is None
+    assert isinstance(shell.user_ns["quiet"], AgentRun)
+    shown = cell(shell, "loud= << code-reviewer", "b")
+    assert shown is shell.user_ns["loud"]
+    out = cell(shell, "code-reviewer -o named", "c")
+    assert out is shell.user_ns["named"]
+
+
+@pytest.mark.parametrize(
+    ("line", "body", "message"),
+    [
+        ("ghost", "x", r"unknown agent 'ghost'"),
+        ("code-reviwer", "x", r"did you mean 'code-reviewer'"),
+        ("code-reviewer", "Use {{missing}}", r"\{\{missing\}\} is not defined"),
+        ("code-reviewer", "   ", r"the cell is empty"),
+        ("", "x", r"which agent\?"),
+        ("code-reviewer --workflow bug-fix", "x", r"not both"),
+        ("code-reviewer -t 3", "x", r"--temperature must be within 0\.\.1"),
+        ("code-reviewer --max-tokens 0", "x", r"--max-tokens must be a positive integer"),
+        ("code-reviewer -f yaml", "x", r"invalid choice: 'yaml'"),
+        ("code-reviewer --bogus", "x", r"unrecognized arguments: --bogus"),
+        ("a,a", "x", r"listed twice"),
+        ("code-reviewer,fixer --chat c", "x", r"--chat works with a single agent"),
+        ("--workflow nope", "x", r"unknown workflow 'nope'"),
+        ("code-reviewer --inputs nothing", "x", r"--inputs nothing: no variable"),
+    ],
+)
+def test_bad_input_is_a_usage_error(
+    shell: InteractiveShell, magics: AgentMagics, line: str, body: str, message: str
+) -> None:
+    """Bad options, unknown agents and unknown {{names}} raise UsageError with one line saying what to fix."""
+    with pytest.raises(UsageError, match=message):
+        cell(shell, line, body)
+
+
+def test_fan_out_runs_each_agent_on_the_task(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """Several agents run concurrently on one task; the run renders each under its name."""
+    run = cell(shell, "code-reviewer,bug-investigator --quiet", "what is wrong?")
+    assert [r.agent_name for r in run.results] == ["code-reviewer", "bug-investigator"]
+    assert "#### code-reviewer" in run._repr_mimebundle_()["text/markdown"]
+    assert len(sim.requests) == 2
+
+
+def test_inputs_give_one_row_per_input(shell: InteractiveShell, magics: AgentMagics, sim: Simulator) -> None:
+    """--inputs fills {{column}} per row and returns a frame with the input columns and the outputs."""
+    shell.user_ns["df"] = pd.DataFrame(
+        {"module": ["json", "csv", "heapq"], "focus": ["speed", "errors", "api"]}
+    )
+    frame = cell(shell, "rows << code-reviewer --inputs df --quiet", "Review {{module}} for {{focus}}")
+    assert frame is None
+    frame = shell.user_ns["rows"]
+    assert list(frame["module"]) == ["json", "csv", "heapq"]
+    assert {"output", "cost_usd", "latency_s", "cached", "error"} <= set(frame.columns)
+    assert sorted(last_user_turn_for(sim, i) for i in range(3)) == sorted(
+        f"<task>\nReview {m} for {f}\n</task>"
+        for m, f in [("json", "speed"), ("csv", "errors"), ("heapq", "api")]
+    )
+
+
+def last_user_turn_for(sim: Simulator, index: int) -> str:
+    return str(sim.requests[index]["json"]["messages"][-1]["content"])
+
+
+def test_chat_keeps_the_conversation(shell: InteractiveShell, magics: AgentMagics, sim: Simulator) -> None:
+    """--chat NAME sends earlier turns with the next cell; `%agent chat reset` forgets them."""
+    first = cell(shell, "code-reviewer --chat c1", "hello")
+    cell(shell, "code-reviewer --chat c1", "and again")
+    messages = sim.requests[-1]["json"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == first.text
+    shell.run_line_magic("agent", "chat reset c1")
+    cell(shell, "code-reviewer --chat c1", "fresh")
+    assert len(sim.requests[-1]["json"]["messages"]) == 1
+
+
+def test_failed_call_raises_at_the_end_and_keeps_results(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """One failing agent of a fan-out raises AgentRunFailed after the others finished; all are kept."""
+    sim.script(Fault("status", status=400), match="Find root causes")
+    with pytest.raises(AgentRunFailed, match=r"1 of 2 calls failed; bug-investigator: 400") as info:
+        cell(shell, "res << code-reviewer,bug-investigator --quiet", "x")
+    run = info.value.run
+    assert [r.success for r in run.results] == [True, False]
+    assert shell.user_ns["_agent_last"] is run
+    assert info.value._render_traceback_()[0].startswith("AgentRunFailed:")
+
+
+def test_cell_budget_refuses_calls(shell: InteractiveShell, magics: AgentMagics, sim: Simulator) -> None:
+    """--budget caps the cell's spend: a call whose worst case does not fit is refused, never sent."""
+    with pytest.raises(AgentRunFailed, match="refused before sending"):
+        cell(shell, "code-reviewer --budget 0.000001 --quiet", "x")
+    assert sim.requests == []
+
+
+def test_workflow_runs_steps_in_order(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """--workflow runs the configured steps and the run shows each."""
+    run = cell(shell, "--workflow bug-fix --quiet", "the parser crashes")
+    assert [r.agent_name for r in run.results] == ["bug-investigator", "fixer", "code-reviewer"]
+    assert run.kind == "workflow" and run.text == run.results[-1].output
+
+
+def test_per_cell_options_reach_the_request(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """-m, --max-tokens, -t and --system change the request of that cell only."""
+    cell(shell, '-m claude-haiku-4-5 --max-tokens 33 -t 0.2 --system "Be terse." code-reviewer --quiet', "x")
+    body = sim.requests[-1]["json"]
+    assert (body["model"], body["max_tokens"], body["temperature"], body["system"]) == (
+        "claude-haiku-4-5",
+        33,
+        0.2,
+        "Be terse.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "key"), [("markdown", "text/markdown"), ("text", "text/plain"), ("code", "text/markdown")]
+)
+def test_formats_choose_the_mime_type(
+    shell: InteractiveShell, magics: AgentMagics, fmt: str, key: str
+) -> None:
+    """-f picks how the answer is shown."""
+    run = cell(shell, f"code-reviewer -f {fmt} --quiet", "x")
+    bundle = run._repr_mimebundle_()
+    assert key in bundle
+    if fmt == "text":
+        assert set(bundle) == {"text/plain"}
+
+
+def test_json_format_parses_fenced_json() -> None:
+    """-f json shows and exposes the JSON in the answer (bare or fenced)."""
+    from claude_force_nb import AgentResult
+
+    result = AgentResult(
+        agent_name="a", success=True, output='Here:\n```json\n{"ok": [1, 2]}\n```', status="succeeded"
+    )
+    run = AgentRun([result], fmt="json")
+    assert run.value == {"ok": [1, 2]}
+    assert run._repr_mimebundle_()["application/json"] == {"ok": [1, 2]}
+
+
+def test_background_run_returns_a_handle(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """--bg returns at once with a handle whose result() waits for the run."""
+    handle = cell(shell, "code-reviewer --bg --quiet", "x")
+    assert isinstance(handle, BackgroundRun)
+    run = handle.result()
+    assert run.success and handle.done()
+    assert "done:" in repr(handle)
+
+
+def test_alias_runs_the_same_magic(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """%%claude_agent is the same magic (a way out when another extension owns %%agent)."""
+    run = shell.run_cell_magic("claude_agent", "code-reviewer --quiet", "x")
+    assert isinstance(run, AgentRun) and run.success
+
+
+def test_line_commands(
+    shell: InteractiveShell, magics: AgentMagics, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """list, runs, stats, cache, budget, config and help work; nonsense is a UsageError."""
+    cell(shell, "code-reviewer --quiet", "x")
+    runs = shell.run_line_magic("agent", "runs")
+    assert list(runs["agent"]) == ["code-reviewer"]
+    assert shell.run_line_magic("agent", "stats")["entries"].iloc[0] >= 1
+    info = shell.run_line_magic("agent", "cache info")
+    assert len(info) >= 1
+    bundle = tmp_path / "bundle.json"
+    shell.run_line_magic("agent", f"cache export {bundle}")
+    assert json.loads(bundle.read_text())
+    shell.run_line_magic("agent", "budget 2.5")
+    shell.run_line_magic("agent", "config")
+    shell.run_line_magic("agent", "help")
+    out = capsys.readouterr().out
+    assert "Wrote 1 cached answer(s)" in out and "Budget: $2.5000" in out and "%agent plot" in out
+    assert magics.session.budget.limit_usd == 2.5
+    for bad in ("nonsense", "plot pie", "budget lots", "cache explode"):
+        with pytest.raises(UsageError):
+            shell.run_line_magic("agent", bad)
+
+
+def test_cache_hit_on_rerun_and_replay_mode(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """Re-running a cell is served from the cache; replay mode refuses what is not cached."""
+    first = cell(shell, "code-reviewer --quiet", "cache me")
+    second = cell(shell, "code-reviewer --quiet", "cache me")
+    assert not first.results[0].cached and second.results[0].cached
+    assert second.results[0].cost_usd == 0 and second.text == first.text
+    shell.run_line_magic("agent", "cache replay on")
+    assert cell(shell, "code-reviewer --quiet", "cache me").results[0].cached
+    with pytest.raises(AgentRunFailed, match="replay mode: no cached answer"):
+        cell(shell, "code-reviewer --quiet", "never seen")
+    shell.run_line_magic("agent", "cache replay off")
+    assert len(sim.requests) == 1
+
+
+def test_config_lists_the_options(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """`%config AgentMagics` knows the documented options, and setting one reaches the session."""
+    names = set(AgentMagics.class_trait_names(config=True))
+    assert {
+        "model",
+        "max_concurrent",
+        "cache_backend",
+        "cache_dir",
+        "budget_usd",
+        "default_format",
+        "offline",
+    } <= names
+    shell.run_line_magic("config", "AgentMagics.default_format = 'text'")
+    assert magics.session.settings.default_format == "text"
+
+
+def test_inline_agents_are_usable(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """An agent defined with define_agent can be used from the magic."""
+    define_agent("haiku-poet", "Answer in a haiku.")
+    assert cell(shell, "haiku-poet --quiet", "x").success

@@ -1,0 +1,117 @@
+"""The notebook session: settings, the offline simulator, run-log persistence, live-view throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from claude_force_nb import define_agent
+from claude_force_nb._display import BatchTable, Throttle, refresh_interval
+from claude_force_nb._events import RunEvent
+from claude_force_nb._loop import run_blocking
+from claude_force_nb._records import RunRecord
+from claude_force_nb._session import NotebookSession, SessionSettings, find_config
+from claude_force_nb.sim import Simulator
+
+from .conftest import write_claude_dir
+
+
+def test_without_a_key_the_session_simulates_and_says_so(tmp_path: Path) -> None:
+    """No ANTHROPIC_API_KEY: one line says answers are simulated, and calls go to a bundled simulator."""
+    notes: list[str] = []
+    session = NotebookSession(settings=SessionSettings(enable_cache=False), announce=notes.append)
+    define_agent("a", "x")
+    try:
+        orch = session.orchestrator()
+        result = run_blocking(orch.execute_agent("a", "hello", max_tokens=20))
+    finally:
+        session.close()
+    assert result.success and result.output.startswith("[simulated ")
+    assert len(notes) == 1 and "answers are simulated" in notes[0] and "ANTHROPIC_API_KEY" in notes[0]
+
+
+def test_with_a_key_calls_go_to_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a key (and offline off) the note names the real endpoint; offline mode forces simulation."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-not-real")
+    session = NotebookSession()
+    assert session.mode_note() == (False, "claude_force_nb: calls go to the Anthropic API.")
+    session.update(offline=True)
+    simulated, note = session.mode_note()
+    assert simulated and "offline mode is on" in note
+
+
+def test_settings_that_shape_the_orchestrator_rebuild_it(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changing concurrency rebuilds the orchestrator; the run log and money spent carry over."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    session = NotebookSession(
+        settings=SessionSettings(enable_cache=False, budget_usd=5.0), announce=lambda _: None
+    )
+    define_agent("a", "x")
+    first = session.orchestrator()
+    run_blocking(first.execute_agent("a", "one"))
+    spent = session.budget.spent_usd
+    session.update(max_concurrent=3, model="claude-haiku-4-5")
+    second = session.orchestrator()
+    assert second is not first and second.max_concurrent == 3
+    assert second.budget.spent_usd == spent > 0
+    run_blocking(second.execute_agent("a", "two"))
+    assert [r.task for r in session.run_log] == ["one", "two"]
+    session.close()
+
+
+def test_run_log_survives_a_restart(sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With runlog_path set, a new session (a restarted kernel) starts with the earlier runs."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    path = tmp_path / "runs.sqlite"
+    define_agent("a", "x")
+    first = NotebookSession(settings=SessionSettings(enable_cache=False), announce=lambda _: None)
+    first.update(runlog_path=str(path))
+    run_blocking(first.orchestrator().execute_agent("a", "before restart"))
+    first.close()
+    second = NotebookSession(settings=SessionSettings(enable_cache=False), announce=lambda _: None)
+    assert second.persist_runs(path) == 1
+    run_blocking(second.orchestrator().execute_agent("a", "after restart"))
+    frame = second.runs_frame()
+    assert list(frame["task"]) == ["before restart", "after restart"]
+    assert frame.loc[0, "status"] == "succeeded" and frame.loc[0, "cost_usd"] > 0
+    second.close()
+    third = NotebookSession(announce=lambda _: None)
+    assert third.persist_runs(path) == 2
+
+
+def test_find_config_walks_up(tmp_path: Path) -> None:
+    """The nearest .claude/claude.json above the working folder is found, as git finds .git."""
+    config = write_claude_dir(tmp_path)
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert find_config(deep) == config
+    assert find_config(Path("/")) is None
+
+
+def _event(record: RunRecord, kind: str = "started") -> RunEvent:
+    return RunEvent(kind, record, time.time())  # type: ignore[arg-type]
+
+
+async def test_live_table_redraws_at_most_ten_times_a_second() -> None:
+    """A storm of events for 1,000 calls is drawn a bounded number of times, and the last state is drawn."""
+    table = BatchTable(expected=1000, title="1000 calls")
+    drawn: list[str] = []
+    throttle = Throttle(lambda: drawn.append(table.render()), refresh_interval(1000))
+    records = [RunRecord(run_id=f"r{i}", agent="a", model="m") for i in range(1000)]
+    start = time.monotonic()
+    for record in records:
+        record.status = "succeeded"
+        table.on_event(_event(record, "finished"))
+        throttle.poke()
+        await asyncio.sleep(0)
+    throttle.flush()
+    elapsed = time.monotonic() - start
+    assert len(drawn) <= elapsed / throttle.interval_s + 2
+    assert drawn[-1].count("class='cfnb-row'") == 1000
+    assert "1000/1000 done" in drawn[-1]
+    assert refresh_interval(50) == 0.1

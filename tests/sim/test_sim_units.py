@@ -183,3 +183,12 @@ def test_fault_round_trips_and_knows_its_status() -> None:
         "hang": None,
         "malformed": 200,
     }
+
+
+def test_quote_skips_delimiter_tag_lines() -> None:
+    """The echoed line is the task's first real line, not the `<task>` tag a client wraps it in."""
+    from claude_force_nb.sim._text import last_user_line
+
+    assert last_user_line([{"role": "user", "content": "<task>\nReview json\n</task>"}]) == "Review json"
+    assert last_user_line([{"role": "user", "content": '<step agent="a">\n\nfix it'}]) == "fix it"
+    assert last_user_line([{"role": "user", "content": "<b>bold</b> text"}]) == "<b>bold</b> text"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,8 +80,11 @@ def answer_key(
     return compact_json([model, system, messages, temp]).encode()
 
 
+_TAG_LINE = re.compile(r"</?[A-Za-z_][\w.-]*(\s[^<>]*)?>")
+
+
 def last_user_line(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The first non-empty line of the last user message's text, truncated for quoting."""
+    """The first non-empty line of the last user message's text (tag-only lines skipped), truncated."""
     for message in reversed(messages):
         if message["role"] != "user":
             continue
@@ -91,7 +95,9 @@ def last_user_line(messages: Sequence[Mapping[str, Any]]) -> str:
             text = "\n".join(str(b["text"]) for b in content if b.get("type") == "text")
         for line in text.splitlines():
             line = line.strip()
-            if line:
+            # Skip lines that are only a delimiter tag (`<task>`, `</task-2>`, `<x attr="y">`): clients wrap
+            # the real text in such tags, and the first line of the text itself is the useful thing to echo.
+            if line and not _TAG_LINE.fullmatch(line):
                 return line if len(line) <= _QUOTE_CHARS else line[: _QUOTE_CHARS - 3] + "..."
         return ""
     return ""

@@ -30,7 +30,7 @@ from ._records import RunLog, RunRecord
 from ._request import ChatMessage, Completion, MessageRequest, Usage
 from ._results import AgentResult, WorkflowResult
 from ._retry import RetryPolicy
-from ._session import NotebookSession, cache_stats_frame, get_session, runs_frame
+from ._session import NotebookSession, cache_stats_frame, get_session, orchestrator, runs_frame
 from ._version import __version__
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "get_session",
     "load_config",
     "load_ipython_extension",
+    "orchestrator",
     "panel",
     "plot_cache",
     "plot_cost",

@@ -44,6 +44,7 @@ __all__ = [
     "SessionSettings",
     "cache_stats_frame",
     "get_session",
+    "orchestrator",
     "reset_session",
     "runs_frame",
 ]
@@ -215,6 +216,12 @@ class NotebookSession:
     def simulated(self) -> bool:
         return self.endpoint().simulated
 
+    @property
+    def simulator(self) -> Simulator | None:
+        """The bundled simulator this session started (None when calls go to a real endpoint)."""
+        self.endpoint()
+        return self._simulator
+
     def orchestrator(self) -> AsyncAgentOrchestrator:
         """The session's orchestrator, built (or rebuilt after a settings change) on first use."""
         with self._lock:
@@ -323,3 +330,22 @@ def cache_stats_frame() -> pd.DataFrame:
 
     cache = get_session().orchestrator().cache
     return cache.stats().to_frame() if cache is not None else pd.DataFrame()
+
+
+def orchestrator(**options: Any) -> AsyncAgentOrchestrator:
+    """A new orchestrator on the notebook session's endpoint (the real API, or the bundled simulator when
+    there is no key), with the session's agents and run log unless `options` say otherwise.
+
+    For work that needs its own settings (a budget, rate limits, a different cache) beside the session's
+    default orchestrator: `orch = claude_force_nb.orchestrator(budget_usd=0.05, max_concurrent=50)`.
+    Close it with `await orch.aclose()` (or use `async with`).
+    """
+    session = get_session()
+    endpoint = session.endpoint()
+    options.setdefault("api_key", endpoint.api_key)
+    options.setdefault("base_url", endpoint.base_url)
+    options.setdefault("run_log", session.run_log)
+    if "config_path" not in options:
+        options.setdefault("config", session.config())
+    options.setdefault("model", session.settings.model)
+    return AsyncAgentOrchestrator(**options)

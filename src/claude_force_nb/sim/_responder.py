@@ -17,7 +17,8 @@ from ._cache import CachePlan
 from ._config import SimConfig
 from ._ratelimit import RateLimited
 from ._state import SimState
-from ._text import answer_key, cut_answer, last_user_line, natural_answer
+from ._structured import json_template
+from ._text import answer_key, cut_answer, last_user_line, natural_answer, structured_answer
 from ._tokens import PromptTokens, analyze_prompt, estimate_tokens
 from ._validate import MessagesRequest
 from ._wire import (
@@ -95,14 +96,18 @@ class Responder:
             temperature=parsed.temperature,
             has_cache_control=parsed.breakpoints > 0,
         )
-        full = natural_answer(
-            model=parsed.model,
-            quote=last_user_line(parsed.messages),
-            key=key,
-            seed=config.seed,
-            min_tokens=config.min_output_tokens,
-            max_tokens=config.max_output_tokens,
-        )
+        template = json_template(parsed.system, parsed.messages)
+        if template is not None:
+            full = structured_answer(template, key=key, seed=config.seed)
+        else:
+            full = natural_answer(
+                model=parsed.model,
+                quote=last_user_line(parsed.messages),
+                key=key,
+                seed=config.seed,
+                min_tokens=config.min_output_tokens,
+                max_tokens=config.max_output_tokens,
+            )
         text, stop_reason, stop_sequence = cut_answer(
             full, max_tokens=parsed.max_tokens, stop_sequences=parsed.stop_sequences
         )

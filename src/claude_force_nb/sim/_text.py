@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 from ._tokens import compact_json
 
-__all__ = ["answer_key", "cut_answer", "last_user_line", "natural_answer"]
+__all__ = ["answer_key", "cut_answer", "last_user_line", "natural_answer", "structured_answer"]
 
 _QUOTE_CHARS = 60
 
@@ -120,6 +121,15 @@ def natural_answer(*, model: str, quote: str, key: bytes, seed: int, min_tokens:
                 break
     # Always at least one sentence, so every answer ends in a full stop after the quoted line.
     return head + " ".join(sentences or rng.choices(_SENTENCES))
+
+
+def structured_answer(template: Any, *, key: bytes, seed: int) -> str:
+    """The JSON answer to a request that showed a JSON example (see `_structured`)."""
+    from ._structured import fill_template
+
+    digest = hashlib.blake2b(b"%d\x1ejson\x1e%s" % (seed, key), digest_size=16).digest()
+    rng = random.Random(int.from_bytes(digest, "big"))
+    return json.dumps(fill_template(template, rng), ensure_ascii=False)
 
 
 def cut_answer(text: str, *, max_tokens: int, stop_sequences: Sequence[str]) -> tuple[str, str, str | None]:

@@ -112,3 +112,17 @@ async def test_memory_hit_stays_on_the_loop(tmp_path: Path, monkeypatch: pytest.
     finally:
         monkeypatch.undo()
         await cache.aclose()
+
+
+def test_text_typed_value_from_a_hand_edit_is_an_integrity_failure(tmp_path: Path) -> None:
+    """A hand edit leaving TEXT in the value column (`value || X'21'`) is refused and removed, no crash."""
+    cache = ResponseCache("disk", cache_dir=tmp_path, secret="s", memory_max_size_mb=0)
+    request = make_request("victim")
+    cache.put(request, make_completion("victim"), agent="a", cost_usd=0.1, latency_s=1.0)
+    with sqlite3.connect(tmp_path / DB_FILE_NAME) as db:
+        db.execute("UPDATE entries SET value = substr(value, 1, length(value) - 1) || X'21'")
+        assert db.execute("SELECT typeof(value) FROM entries").fetchone() == ("text",)
+    assert cache.get(request, agent="a") is None
+    stats = cache.stats()
+    assert (stats.integrity_failures, stats.entries) == (1, 0)
+    cache.close()

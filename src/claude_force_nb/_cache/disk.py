@@ -94,8 +94,10 @@ ON CONFLICT (key) DO UPDATE SET
     last_access = excluded.last_access, expires = excluded.expires, hits = 0
 """
 _TOUCH = "UPDATE entries SET last_access = max(last_access, ?), hits = hits + ? WHERE key = ?"
-_COLUMNS = "key, value, agent, model, created, last_access, expires, hits"
-_LOOKUP = "SELECT value, expires FROM entries WHERE key = ?"
+_COLUMNS = "key, CAST(value AS BLOB), agent, model, created, last_access, expires, hits"
+# CAST: a hand edit can leave a TEXT value (`value || X'21'` is TEXT in SQLite); read it as the bytes it is,
+# so it fails its signature check like any other tampering instead of surprising the decoder.
+_LOOKUP = "SELECT CAST(value AS BLOB), expires FROM entries WHERE key = ?"
 
 
 def _row(values: tuple[object, ...]) -> StoredRow:
@@ -229,7 +231,10 @@ class DiskStore:
 
     def discard(self, key: str, value: bytes) -> bool:
         return (
-            self._conn().execute("DELETE FROM entries WHERE key = ? AND value = ?", (key, value)).rowcount > 0
+            self._conn()
+            .execute("DELETE FROM entries WHERE key = ? AND CAST(value AS BLOB) = ?", (key, value))
+            .rowcount
+            > 0
         )
 
     async def adiscard(self, key: str, value: bytes) -> bool:

@@ -454,3 +454,21 @@ def test_result_renders_as_markdown() -> None:
     assert "**a failed:** boom" in bad._repr_markdown_()
     with pytest.raises(RuntimeError, match="boom"):
         bad.raise_for_error()
+
+
+async def test_queued_calls_do_not_hold_the_budget(sim: Simulator) -> None:
+    """Reservations are taken at dispatch: a long queue behind a small concurrency limit is not refused
+    for worst cases it never needed (the budget fits ~12 worst cases; far more calls really fit)."""
+    from claude_force_nb._calls import worst_case_prompt_tokens
+
+    define_agent("a", "x")
+    async with make_orchestrator(sim, max_concurrent=2, max_tokens=1000, model="claude-sonnet-4-6") as orch:
+        request = orch.build_request(CallSpec(agent="a", task="task 00"))
+        worst = orch.rate_card.worst_case_cost(
+            request.model, prompt_tokens=worst_case_prompt_tokens(request), max_tokens=request.max_tokens
+        )
+        orch.budget.limit_usd = 12 * worst
+        results = await orch.execute_multiple([("a", f"task {i:02d}") for i in range(30)])
+    succeeded = [r for r in results if r.success]
+    assert len(succeeded) > 12
+    assert orch.budget.spent_usd <= 12 * worst

@@ -1,10 +1,10 @@
 """`AsyncAgentOrchestrator`: the only place that schedules, retries, times out and records calls.
 
 A call goes: resolve the agent and build the request (pure) -> record it as queued -> response cache (a hit
-ends here, as a row like any other) -> reserve its worst-case cost against the budget -> wait for a
-concurrency slot and the rate limiter -> one attempt through the backend under a per-attempt deadline ->
-on a retryable failure, release the slot, back off (honouring `retry-after`) and try again -> settle the
-cost, store the answer in the cache, finish the record, emit the event.
+ends here, as a row like any other) -> wait for a concurrency slot -> reserve its worst-case cost against
+the budget (once, at its first slot) -> the rate limiter -> one attempt through the backend under a
+per-attempt deadline -> on a retryable failure, release the slot, back off (honouring `retry-after`) and try
+again -> settle the cost, store the answer in the cache, finish the record, emit the event.
 
 Everything runs on one event loop (in a notebook, the kernel's), so the budget, limiter and records need no
 locks. Cancellation at any await marks the call cancelled, settles its reservation and re-raises, so a
@@ -438,9 +438,8 @@ class AsyncAgentOrchestrator:
                         agent=call.agent,
                         task=call.task,
                     )
-            held = self._reserve(call, request)
             in_flight = True
-            completion = await self._attempts(record, request, on_text)
+            completion = await self._attempts(record, call, request, on_text, held)
             in_flight = False
             cost = self.rate_card.cost(request.model, completion.usage)
             for budget, reservation in held:
@@ -502,9 +501,19 @@ class AsyncAgentOrchestrator:
         return held
 
     async def _attempts(
-        self, record: RunRecord, request: MessageRequest, on_text: TextCallback | None
+        self,
+        record: RunRecord,
+        call: CallSpec,
+        request: MessageRequest,
+        on_text: TextCallback | None,
+        held: list[tuple[Budget, Reservation]],
     ) -> Completion:
-        """Attempts until one succeeds, a failure is not retryable, or retries run out."""
+        """Attempts until one succeeds, a failure is not retryable, or retries run out.
+
+        The budget reservation is taken once, when the call first gets a concurrency slot (into `held`, for
+        the caller to settle): reserving at queue time instead would let a long queue of calls hold the
+        whole budget for their worst cases and refuse calls that would have fitted.
+        """
         policy = self.retry_policy
         backend = self.backend()
         events = self.events
@@ -522,6 +531,8 @@ class AsyncAgentOrchestrator:
         retries = 0
         while True:
             async with self._semaphore:
+                if record.attempts == 0:
+                    held.extend(self._reserve(call, request))
                 if self.limiter.enabled or self.limiter.paused_until:
                     await self.limiter.acquire(input_tokens=estimate_in, output_tokens=request.max_tokens)
                 span = AttemptSpan(start=time.time())

@@ -9,7 +9,9 @@ The SDK takes about a second to import, so it is imported when the first client 
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,6 +69,20 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateL
     if not remaining:
         return None
     return RateLimitSnapshot(remaining=remaining, limit=limit, reset_in_s=reset_in)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(client: Any) -> None:
+    """Close an abandoned SDK client on the running loop (no loop: the process is ending; nothing to do)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(client.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _http_client(transport: Transport, limits: Any) -> Any:
@@ -137,6 +153,7 @@ class AnthropicBackend:
         self._default_headers = dict(default_headers or {})
         self._max_connections = max(max_connections, 1)
         self._timeout_s = timeout_s
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def base_url(self) -> str | None:
@@ -160,7 +177,7 @@ class AnthropicBackend:
                 # A backstop only: the orchestrator enforces the per-attempt deadline itself, across the whole
                 # attempt (a stream included), which httpx's per-read timeout cannot do.
                 timeout = httpx2.Timeout(self._timeout_s + 5.0, connect=min(self._timeout_s, 10.0))
-            self._client = anthropic.AsyncAnthropic(
+            client = anthropic.AsyncAnthropic(
                 api_key=self._api_key,
                 base_url=self._base_url,
                 max_retries=0,
@@ -168,9 +185,16 @@ class AnthropicBackend:
                 default_headers=self._default_headers or None,
                 timeout=timeout,
             )
+            self._client = client
+            # An orchestrator dropped without `aclose()` (common in notebooks) would leave its connection
+            # pool to the garbage collector, which warns "Unclosed connector": close it on the running loop.
+            self._finalizer = weakref.finalize(self, _close_soon, client) if self._owns_client else None
         return self._client
 
     async def aclose(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         if self._client is not None and self._owns_client:
             await self._client.close()
         self._client = None

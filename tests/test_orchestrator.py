@@ -472,3 +472,15 @@ async def test_queued_calls_do_not_hold_the_budget(sim: Simulator) -> None:
     succeeded = [r for r in results if r.success]
     assert len(succeeded) > 12
     assert orch.budget.spent_usd <= 12 * worst
+
+
+async def test_a_retry_does_not_wait_behind_the_queue() -> None:
+    """A call that backs off for a retry goes before queued first attempts when a slot frees."""
+    define_agent("a", "x")
+    with serve(ttft_s=0.02) as slow:
+        slow.script(Fault("overloaded"), match="task 0")
+        async with make_orchestrator(slow, max_concurrent=1) as orch:
+            results = await orch.execute_multiple([("a", f"task {i}") for i in range(8)])
+    assert all(r.success for r in results)
+    finish_order = [r.run_id for r in sorted(results, key=lambda r: r.finished_at)]
+    assert finish_order.index(results[0].run_id) <= 2  # first come, first served would make it last (7)

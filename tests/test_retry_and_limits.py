@@ -180,3 +180,31 @@ def test_nearly_spent_headers_pause_proportionally() -> None:
     assert limiter.observe(low) == pytest.approx((5 - 1) / (100 / 60))
     tight = RateLimitSnapshot(remaining={"tokens": 0}, limit={"tokens": 1000}, reset_in_s={"tokens": 0.5})
     assert limiter.observe(tight) == pytest.approx(0.5)
+
+
+async def test_priority_slots_serve_the_best_priority_first() -> None:
+    """Waiters get a freed slot by priority, then arrival; a cancelled waiter never holds a slot."""
+    import asyncio
+
+    from claude_force_nb._limits import PrioritySlots
+
+    slots = PrioritySlots(1)
+    await slots.acquire((0,))
+    order: list[str] = []
+
+    async def wait(name: str, priority: tuple[int, ...]) -> None:
+        async with slots.slot(priority):
+            order.append(name)
+
+    tasks = [
+        asyncio.ensure_future(wait("late first attempt", (1, 3))),
+        asyncio.ensure_future(wait("first attempt", (1, 1))),
+        asyncio.ensure_future(wait("retry", (0, 2))),
+        asyncio.ensure_future(wait("cancelled", (0, 0))),
+    ]
+    await asyncio.sleep(0)
+    tasks[3].cancel()
+    slots.release()
+    await asyncio.gather(*tasks[:3])
+    assert order == ["retry", "first attempt", "late first attempt"]
+    assert (slots.in_use, slots.waiting) == (0, 0)

@@ -19,15 +19,18 @@ the wall together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ._exceptions import BudgetExceededError
 from ._request import RateLimitSnapshot
 
-__all__ = ["NEARLY_SPENT_FRACTION", "Budget", "RateLimiter", "Reservation", "TokenBucket"]
+__all__ = ["NEARLY_SPENT_FRACTION", "Budget", "PrioritySlots", "RateLimiter", "Reservation", "TokenBucket"]
 
 NEARLY_SPENT_FRACTION = 0.05
 """A server limit with less than this fraction left counts as nearly spent."""
@@ -203,3 +206,58 @@ class RateLimiter:
             pause = max(pause, min(refill, _MAX_HEADER_PAUSE_S))
         self.pause(pause)
         return pause
+
+
+class PrioritySlots:
+    """A concurrency limit whose waiters are served by priority (lowest first), then in arrival order.
+
+    `asyncio.Semaphore` is first come, first served: a call that gives up its slot to back off before a retry
+    would rejoin the back of a queue of hundreds of fresh calls and wait for all of them. Here a retry asks
+    with a better priority than a first attempt, so it goes next; among first attempts, priority-1 agents go
+    before priority-3 ones.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the concurrency limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._free = limit
+        self._waiters: list[tuple[tuple[int, ...], int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @property
+    def in_use(self) -> int:
+        return self.limit - self._free
+
+    @property
+    def waiting(self) -> int:
+        return sum(not future.done() for _, _, future in self._waiters)
+
+    async def acquire(self, priority: tuple[int, ...] = (0,)) -> None:
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._arrivals), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # the slot goes straight to the next waiter
+                return
+        self._free += 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: tuple[int, ...] = (0,)) -> AsyncIterator[None]:
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()

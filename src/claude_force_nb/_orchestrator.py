@@ -63,7 +63,7 @@ from ._exceptions import (
     ConfigError,
     UnknownAgentError,
 )
-from ._limits import Budget, RateLimiter, Reservation
+from ._limits import Budget, PrioritySlots, RateLimiter, Reservation
 from ._pricing import RateCard
 from ._records import AttemptSpan, RunLog, RunRecord, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
@@ -157,7 +157,7 @@ class AsyncAgentOrchestrator:
         self._base_url = base_url if base_url is not None else env.base_url
         self._backend: Backend | None = backend
         self._owns_backend = backend is None
-        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._slots = PrioritySlots(max_concurrent)
         self._random = random.Random()
         self._owns_cache = False
         self.cache: ResponseCache | None = cache
@@ -439,7 +439,7 @@ class AsyncAgentOrchestrator:
                         task=call.task,
                     )
             in_flight = True
-            completion = await self._attempts(record, call, request, on_text, held)
+            completion = await self._attempts(record, call, request, on_text, held, plan.spec.priority)
             in_flight = False
             cost = self.rate_card.cost(request.model, completion.usage)
             for budget, reservation in held:
@@ -507,6 +507,7 @@ class AsyncAgentOrchestrator:
         request: MessageRequest,
         on_text: TextCallback | None,
         held: list[tuple[Budget, Reservation]],
+        priority: int,
     ) -> Completion:
         """Attempts until one succeeds, a failure is not retryable, or retries run out.
 
@@ -530,7 +531,8 @@ class AsyncAgentOrchestrator:
         )
         retries = 0
         while True:
-            async with self._semaphore:
+            # Retries go before first attempts; first attempts go by agent priority (see PrioritySlots).
+            async with self._slots.slot((0 if retries else 1, priority)):
                 if record.attempts == 0:
                     held.extend(self._reserve(call, request))
                 if self.limiter.enabled or self.limiter.paused_until:

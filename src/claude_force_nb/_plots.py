@@ -560,6 +560,9 @@ def plot_timeline(
     status = calls["status"].astype(str).to_numpy()
     cached = calls["cached"].to_numpy(dtype=bool)
     never_ran = ~cached & (calls["attempts"].to_numpy(dtype=float) == 0) & np.isin(status, _FINAL)
+    # A call refused (or cancelled) before any attempt belongs where that happened, not where it was queued:
+    # budget refusals come at the end of a batch, when the money runs out.
+    start = np.where(never_ran & ~np.isnan(end), end, start)
     row = np.empty(total, dtype=np.int64)
     row[np.argsort(start, kind="stable")] = np.arange(total)
     known = [start, end]

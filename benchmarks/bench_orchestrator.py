@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from typing import Any
 
 import anthropic
 
@@ -35,8 +36,14 @@ def tasks(n: int) -> list[str]:
     return [f"benchmark task number {i}" for i in range(n)]
 
 
-async def bare_sdk(base_url: str, items: list[str], concurrency: int, transport: str) -> float:
-    """The baseline: the same requests through a bare client, a semaphore and gather. Returns seconds."""
+async def bare_sdk(
+    base_url: str, items: list[str], concurrency: int, transport: str, *, raw: bool = False
+) -> float:
+    """The baseline: the same requests through a bare client, a semaphore and gather. Returns seconds.
+
+    `raw=True` reads the JSON body instead of building the SDK's pydantic Message, as our backend does: the
+    like-for-like baseline that isolates the orchestrator's own overhead.
+    """
     http_client = anthropic.DefaultAioHttpClient() if transport == "aiohttp" else None
     client = anthropic.AsyncAnthropic(
         base_url=base_url, api_key="bench", max_retries=0, http_client=http_client
@@ -44,13 +51,18 @@ async def bare_sdk(base_url: str, items: list[str], concurrency: int, transport:
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(task: str) -> str:
+        kwargs: dict[str, Any] = {
+            "model": MODEL,
+            "max_tokens": MAX_TOKENS,
+            "system": AGENT_PROMPT,
+            "messages": [{"role": "user", "content": build_user_turn(task)}],
+        }
         async with semaphore:
-            message = await client.messages.create(
-                model=MODEL,
-                max_tokens=MAX_TOKENS,
-                system=AGENT_PROMPT,
-                messages=[{"role": "user", "content": build_user_turn(task)}],
-            )
+            if raw:
+                response = await client.messages.with_raw_response.create(**kwargs)
+                body = await response.json()
+                return "".join(b["text"] for b in body["content"] if b["type"] == "text")
+            message = await client.messages.create(**kwargs)
             return "".join(b.text for b in message.content if b.type == "text")
 
     await one("warm-up")
@@ -93,44 +105,45 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]
 
 def overhead(calls: int, rounds: int) -> float:
     items = tasks(calls)
-    bare: list[float] = []
-    bare_httpx: list[float] = []
-    ours: list[float] = []
+    runs: dict[str, list[float]] = {"bare": [], "ours": [], "raw": [], "httpx": []}
     with serve(process=True, min_output_tokens=20, max_output_tokens=60) as sim:
         for _ in range(rounds):
-            bare.append(asyncio.run(bare_sdk(sim.base_url, items, 50, "aiohttp")))
-            ours.append(asyncio.run(orchestrated(sim.base_url, items, 50)))
-            bare_httpx.append(asyncio.run(bare_sdk(sim.base_url, items, 50, "httpx")))
-    bare_rps = calls / statistics.median(bare)
-    ours_rps = calls / statistics.median(ours)
-    httpx_rps = calls / statistics.median(bare_httpx)
-    ratio = ours_rps / bare_rps
+            runs["bare"].append(asyncio.run(bare_sdk(sim.base_url, items, 50, "aiohttp")))
+            runs["ours"].append(asyncio.run(orchestrated(sim.base_url, items, 50)))
+            runs["raw"].append(asyncio.run(bare_sdk(sim.base_url, items, 50, "aiohttp", raw=True)))
+            runs["httpx"].append(asyncio.run(bare_sdk(sim.base_url, items, 50, "httpx")))
+    rps = {name: calls / statistics.median(seconds) for name, seconds in runs.items()}
+    ratio = rps["ours"] / rps["bare"]
 
-    def row(name: str, rps: float) -> tuple[str, ...]:
-        return (name, f"{rps:,.0f}", f"{1000 / rps:.3f}", f"{rps / bare_rps:.2f}")
+    def row(name: str, value: float) -> tuple[str, ...]:
+        return (name, f"{value:,.0f}", f"{1000 / value:.3f}", f"{value / rps['bare']:.2f}")
 
     print_table(
         f"1. Overhead: {calls} calls, zero latency, concurrency 50, median of {rounds} alternating rounds",
         ("client (same simulator, same requests)", "calls/s", "per-call ms", "ratio"),
         [
-            row("baseline: bare AsyncAnthropic (aiohttp transport) + Semaphore + gather", bare_rps),
-            row("AsyncAgentOrchestrator.execute_multiple (aiohttp transport, the default)", ours_rps),
-            row("for reference: bare AsyncAnthropic, SDK default httpx transport", httpx_rps),
+            row("baseline: bare AsyncAnthropic (aiohttp) + Semaphore + gather", rps["bare"]),
+            row("AsyncAgentOrchestrator.execute_multiple", rps["ours"]),
+            row("like for like: bare client reading the raw JSON body, as our backend does", rps["raw"]),
+            row("for reference: bare AsyncAnthropic, SDK default httpx transport", rps["httpx"]),
         ],
     )
-    print(f"target: ratio >= 0.90 -> {'met' if ratio >= 0.90 else 'NOT met'}")
+    own = rps["ours"] / rps["raw"]
+    print(f"target: ratio >= 0.90 -> {'met' if ratio >= 0.90 else 'NOT met'} ({ratio:.2f}); ")
+    print(f"the orchestrator's own overhead, against the like-for-like client: {own:.2f}")
     return ratio
 
 
 def efficiency(calls: int, latency_s: float, concurrency: int, rounds: int) -> float:
     ideal = calls / concurrency * latency_s
     walls: list[float] = []
-    with serve(
-        process=True, ttft_s=latency_s, per_token_s=0.0, min_output_tokens=20, max_output_tokens=60
-    ) as sim:
+    bare: list[float] = []
+    options = {"ttft_s": latency_s, "per_token_s": 0.0, "min_output_tokens": 20, "max_output_tokens": 60}
+    with serve(process=True, **options) as sim:
         for _ in range(rounds):
             walls.append(asyncio.run(orchestrated(sim.base_url, tasks(calls), concurrency)))
-    wall = statistics.median(walls)
+            bare.append(asyncio.run(bare_sdk(sim.base_url, tasks(calls), concurrency, "aiohttp")))
+    wall, bare_wall = statistics.median(walls), statistics.median(bare)
     ratio = wall / ideal
     print_table(
         f"2. Concurrency efficiency: {calls} calls of {latency_s * 1000:.0f} ms, concurrency {concurrency}",
@@ -138,6 +151,11 @@ def efficiency(calls: int, latency_s: float, concurrency: int, rounds: int) -> f
         [
             ("ideal (calls / concurrency x latency)", f"{ideal:.2f}", "1.00"),
             ("execute_multiple", f"{wall:.2f}", f"{ratio:.3f}"),
+            (
+                "for reference: bare AsyncAnthropic + Semaphore + gather",
+                f"{bare_wall:.2f}",
+                f"{bare_wall / ideal:.3f}",
+            ),
         ],
     )
     print(f"target: <= 1.15x ideal -> {'met' if ratio <= 1.15 else 'NOT met'}")

@@ -193,8 +193,9 @@ async def test_priority_slots_serve_the_best_priority_first() -> None:
     order: list[str] = []
 
     async def wait(name: str, priority: tuple[int, ...]) -> None:
-        async with slots.slot(priority):
-            order.append(name)
+        await slots.acquire(priority)
+        order.append(name)
+        slots.release()
 
     tasks = [
         asyncio.ensure_future(wait("late first attempt", (1, 3))),

@@ -126,17 +126,16 @@ def plan_call(
 def as_call(
     item: tuple[str, str] | CallSpec | Mapping[str, Any], *, use_cache: bool, refresh: bool, batch_id: str
 ) -> CallSpec | BaseException:
+    """One item of `execute_multiple` as a CallSpec of the batch, or the error saying why it is unreadable."""
     try:
         if isinstance(item, CallSpec):
-            spec = item
-        elif isinstance(item, Mapping):
-            spec = CallSpec(**{"use_cache": use_cache, "refresh": refresh, **item})
-        else:
-            agent, task = item
-            spec = CallSpec(agent=agent, task=task, use_cache=use_cache, refresh=refresh)
+            return item if item.batch_id is not None else replace(item, batch_id=batch_id)
+        if isinstance(item, Mapping):
+            return CallSpec(**{"use_cache": use_cache, "refresh": refresh, "batch_id": batch_id, **item})
+        agent, task = item
+        return CallSpec(agent=agent, task=task, use_cache=use_cache, refresh=refresh, batch_id=batch_id)
     except (TypeError, ValueError) as exc:
         return ValueError(f"cannot read call {item!r}: {exc}")
-    return spec if spec.batch_id is not None else replace(spec, batch_id=batch_id)
 
 
 def preview(text: str, limit: int = 60) -> str:

@@ -19,12 +19,11 @@ the wall together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ._exceptions import BudgetExceededError
@@ -214,7 +213,8 @@ class PrioritySlots:
     `asyncio.Semaphore` is first come, first served: a call that gives up its slot to back off before a retry
     would rejoin the back of a queue of hundreds of fresh calls and wait for all of them. Here a retry asks
     with a better priority than a first attempt, so it goes next; among first attempts, priority-1 agents go
-    before priority-3 ones.
+    before priority-3 ones. A freed slot is handed straight to the best waiter, so `_free > 0` only while
+    nobody waits.
     """
 
     def __init__(self, limit: int) -> None:
@@ -223,6 +223,7 @@ class PrioritySlots:
         self.limit = limit
         self._free = limit
         self._waiters: list[tuple[tuple[int, ...], int, asyncio.Future[None]]] = []
+        self._live = 0  # waiters not yet served or cancelled (the heap may still hold cancelled ones)
         self._arrivals = itertools.count()
 
     @property
@@ -231,33 +232,29 @@ class PrioritySlots:
 
     @property
     def waiting(self) -> int:
-        return sum(not future.done() for _, _, future in self._waiters)
+        return self._live
 
     async def acquire(self, priority: tuple[int, ...] = (0,)) -> None:
-        if self._free > 0 and not self.waiting:
+        if self._free > 0 and not self._live:
             self._free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._arrivals), future))
+        self._live += 1
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # the slot was handed over just as we were cancelled: pass it on
+            else:
+                self._live -= 1  # cancelled while waiting; its heap entry is skipped by release()
             raise
 
     def release(self) -> None:
         while self._waiters:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
+                self._live -= 1
                 future.set_result(None)  # the slot goes straight to the next waiter
                 return
         self._free += 1
-
-    @contextlib.asynccontextmanager
-    async def slot(self, priority: tuple[int, ...] = (0,)) -> AsyncIterator[None]:
-        await self.acquire(priority)
-        try:
-            yield
-        finally:
-            self.release()

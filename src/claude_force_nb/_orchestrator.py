@@ -19,11 +19,11 @@ import math
 import random
 import sys
 import time
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ._agents import (
     AgentConfig,
@@ -76,7 +76,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncAgentOrchestrator"]
 
 log = logging.getLogger("claude_force_nb")
-T = TypeVar("T")
 
 _PLACEHOLDER_KEY = "no-key-needed"  # sent to a base_url endpoint (simulator, proxy) when no key is set
 
@@ -526,16 +525,19 @@ class AsyncAgentOrchestrator:
                     on_text(delta)
                 events.emit("text", record, text=delta)
 
-        estimate_in = estimate_tokens(request.system) + sum(
-            estimate_tokens(m.content) for m in request.messages
-        )
+        estimate_in = -1  # computed only when a rate limit needs it
         retries = 0
         while True:
             # Retries go before first attempts; first attempts go by agent priority (see PrioritySlots).
-            async with self._slots.slot((0 if retries else 1, priority)):
+            await self._slots.acquire((0 if retries else 1, priority))
+            try:
                 if record.attempts == 0:
                     held.extend(self._reserve(call, request))
                 if self.limiter.enabled or self.limiter.paused_until:
+                    if estimate_in < 0:
+                        estimate_in = estimate_tokens(request.system) + sum(
+                            estimate_tokens(m.content) for m in request.messages
+                        )
                     await self.limiter.acquire(input_tokens=estimate_in, output_tokens=request.max_tokens)
                 span = AttemptSpan(start=time.time())
                 record.spans.append(span)
@@ -546,9 +548,13 @@ class AsyncAgentOrchestrator:
                 record.status = "running"
                 events.emit("started", record)
                 try:
-                    completion = await _within(
-                        self.timeout_seconds, backend.complete(request, on_text=stream)
-                    )
+                    if sys.version_info >= (3, 11):  # the deadline runs in this task, no wrapper task
+                        async with asyncio.timeout(self.timeout_seconds):
+                            completion = await backend.complete(request, on_text=stream)
+                    else:  # Python 3.10
+                        completion = await asyncio.wait_for(
+                            backend.complete(request, on_text=stream), self.timeout_seconds
+                        )
                 except asyncio.TimeoutError:
                     error: BackendError = AttemptTimeoutError(
                         f"attempt {record.attempts} took longer than timeout_seconds={self.timeout_seconds:g}"
@@ -561,6 +567,8 @@ class AsyncAgentOrchestrator:
                     self.limiter.give_back_output(request.max_tokens - completion.usage.output_tokens)
                     self.limiter.observe(completion.rate_limits)
                     return completion
+            finally:
+                self._slots.release()
             span.end = time.time()
             span.outcome = type(error).__name__
             if not error.retryable or retries >= policy.max_retries:
@@ -624,15 +632,6 @@ class AsyncAgentOrchestrator:
             f"AsyncAgentOrchestrator({len(self.agents)} agents, model={self.model!r}, "
             f"max_concurrent={self.max_concurrent}, endpoint={where!r}, runs={len(self.runs)})"
         )
-
-
-async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """Await with a deadline. `asyncio.timeout` (3.11+) runs it in the caller's task; `wait_for` (3.10)
-    wraps it in a new task per attempt, which costs measurably at thousands of calls a second."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)
 
 
 def _rate_card(pricing: RateCard | Mapping[str, Any] | str | Path | None) -> RateCard:

@@ -35,6 +35,7 @@ class AgentPanel:
         orch = self.session.orchestrator()
         settings = self.session.settings
         names = sorted(orch.agents)
+        wide = {"description_width": "110px"}  # room for "Concurrency" without truncation
         self.agents = w.SelectMultiple(
             options=names, value=tuple(names[:1]), rows=min(8, max(len(names), 2)), description="Agents"
         )
@@ -43,6 +44,7 @@ class AgentPanel:
             options=list(orch.rate_card.models),
             description="Model",
             ensure_option=False,
+            style=wide,
         )
         self.task = w.Textarea(
             placeholder="The task for every selected agent…",
@@ -50,7 +52,7 @@ class AgentPanel:
             layout=w.Layout(width="98%", height="90px"),
         )
         self.concurrency = w.BoundedIntText(
-            value=settings.max_concurrent, min=1, max=256, description="Concurrency"
+            value=settings.max_concurrent, min=1, max=256, description="Concurrency", style=wide
         )
         self.use_cache = w.Checkbox(value=settings.enable_cache, description="Use the response cache")
         self.budget = w.BoundedFloatText(
@@ -60,6 +62,7 @@ class AgentPanel:
             step=0.1,
             description="Budget $",
             tooltip="Spending cap for one run; 0 means none",
+            style=wide,
         )
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
         self.cancel_button = w.Button(

@@ -71,6 +71,36 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateL
     return RateLimitSnapshot(remaining=remaining, limit=limit, reset_in_s=reset_in)
 
 
+def _from_json(body: object, headers: Mapping[str, str], request_id: str | None) -> Completion:
+    """A Completion from a Messages API JSON body; MalformedResponseError if it is not one."""
+    try:
+        if not isinstance(body, dict):
+            raise TypeError(f"expected a JSON object, got {type(body).__name__}")
+        content = body["content"]
+        text = "".join(block["text"] for block in content if block.get("type") == "text")
+        usage = body["usage"]
+        creation = usage.get("cache_creation") or {}
+        parsed = Usage(
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+            cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
+            cache_creation_1h_input_tokens=int(creation.get("ephemeral_1h_input_tokens") or 0),
+        )
+        return Completion(
+            text=text,
+            model=str(body["model"]),
+            stop_reason=body.get("stop_reason"),
+            stop_sequence=body.get("stop_sequence"),
+            usage=parsed,
+            message_id=body.get("id"),
+            request_id=request_id,
+            rate_limits=parse_rate_limit_headers(headers, now=time.time()),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedResponseError(f"the API's answer is not a Messages response: {exc!r}") from exc
+
+
 _closing: set[asyncio.Task[None]] = set()
 
 
@@ -206,8 +236,11 @@ class AnthropicBackend:
         try:
             if on_text is None:
                 raw = await client.messages.with_raw_response.create(**kwargs)
-                message = await raw.parse()
-                return self._from_message(message, raw.headers, raw.request_id)
+                # The SDK made the call (auth, headers, error statuses); we read its JSON body ourselves.
+                # Building the SDK's pydantic Message for every answer was the largest single cost of a
+                # call on the client (see benchmarks/bench_orchestrator.py), and we keep none of it.
+                body = await raw.json()
+                return _from_json(body, raw.headers, raw.request_id)
             raw_stream = await client.messages.with_raw_response.create(**kwargs, stream=True)
             events = await raw_stream.parse()
             return await self._consume_stream(
@@ -217,19 +250,6 @@ class AnthropicBackend:
             raise
         except Exception as exc:
             raise _translate(exc) from exc
-
-    def _from_message(self, message: Any, headers: Mapping[str, str], request_id: str | None) -> Completion:
-        text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
-        return Completion(
-            text=text,
-            model=message.model,
-            stop_reason=message.stop_reason,
-            stop_sequence=message.stop_sequence,
-            usage=_usage(message.usage),
-            message_id=message.id,
-            request_id=request_id,
-            rate_limits=parse_rate_limit_headers(headers, now=time.time()),
-        )
 
     async def _consume_stream(
         self,

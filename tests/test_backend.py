@@ -1,0 +1,69 @@
+"""The backend's own parsing: JSON answers and rate-limit headers, as tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from claude_force_nb import MalformedResponseError
+from claude_force_nb._backends.anthropic import _from_json, parse_rate_limit_headers
+
+GOOD = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-haiku-5-5",
+    "content": [
+        {"type": "thinking", "thinking": "..."},
+        {"type": "text", "text": "Hello"},
+        {"type": "text", "text": "!"},
+    ],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {
+        "input_tokens": 10,
+        "output_tokens": 3,
+        "cache_creation_input_tokens": 7,
+        "cache_read_input_tokens": 2,
+        "cache_creation": {"ephemeral_5m_input_tokens": 4, "ephemeral_1h_input_tokens": 3},
+    },
+}
+
+
+def test_a_messages_body_becomes_a_completion() -> None:
+    """Text blocks are joined (others ignored); usage, ids and the 1-hour cache-write split are kept."""
+    completion = _from_json(GOOD, {}, "req_1")
+    assert completion.text == "Hello!"
+    assert (completion.model, completion.stop_reason, completion.message_id) == (
+        "claude-haiku-5-5",
+        "end_turn",
+        "msg_1",
+    )
+    usage = completion.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.cache_creation_input_tokens) == (10, 3, 7)
+    assert (usage.cache_read_input_tokens, usage.cache_creation_1h_input_tokens) == (2, 3)
+    assert completion.request_id == "req_1"
+
+
+@pytest.mark.parametrize("body", [[], {}, {"content": "x", "usage": {}}, {**GOOD, "usage": None}, "text"])
+def test_bodies_that_are_not_messages_are_malformed(body: object) -> None:
+    """Anything that is not a Messages response is a MalformedResponseError, not a crash."""
+    with pytest.raises(MalformedResponseError):
+        _from_json(body, {}, None)
+
+
+def test_rate_limit_headers() -> None:
+    """anthropic-ratelimit-* headers become remaining/limit/reset per kind; absent headers give None."""
+    headers = {
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "3",
+        "anthropic-ratelimit-requests-reset": "1970-01-01T00:01:40Z",
+        "Anthropic-RateLimit-Output-Tokens-Remaining": "900",
+        "anthropic-ratelimit-output-tokens-limit": "1000",
+        "content-type": "application/json",
+    }
+    snapshot = parse_rate_limit_headers(headers, now=60.0)
+    assert snapshot is not None
+    assert snapshot.remaining == {"requests": 3, "output-tokens": 900}
+    assert snapshot.limit == {"requests": 50, "output-tokens": 1000}
+    assert snapshot.reset_in_s == {"requests": 40.0}
+    assert parse_rate_limit_headers({"content-type": "x"}, now=0.0) is None

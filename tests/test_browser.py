@@ -1,0 +1,158 @@
+"""The quickstart in a real browser: JupyterLab on loopback, driven by Playwright in Debian's Chromium.
+
+Runs every cell of the quickstart notebook through JupyterLab's own "run all" command, waits for the panel to
+render and its run to finish, and checks the DOM: one live row per call, the cost text, the chart images.
+It saves a screenshot (to docs/panel.png with CFNB_UPDATE_SCREENSHOT=1, else into the test's folder).
+
+Never downloads a browser: it uses /usr/bin/chromium (the Debian package, installed by .ci/run). Skipped
+when Chromium or Playwright is missing, unless CFNB_REQUIRE_BROWSER=1 (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("CFNB_CHROMIUM", "/usr/bin/chromium"))
+# The flags a sandboxed root session needs, and no background calls to hosts this machine cannot reach.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def _require_browser() -> None:
+    problem = None
+    if not CHROMIUM.exists():
+        problem = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "playwright is not installed (pip install -e '.[dev]')"
+    if problem:
+        if os.environ.get("CFNB_REQUIRE_BROWSER") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    """JupyterLab serving a copy of notebooks/ on loopback with a token; yields the notebook's URL."""
+    _require_browser()
+    workdir = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", workdir)
+    port, token = _free_port(), secrets.token_hex(16)
+    environ = dict(os.environ, MPLBACKEND="agg", JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"))
+    environ["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "jupyter-runtime")
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={workdir}",
+            "--LabApp.expose_app_in_browser=True",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        ],
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    output = (tmp_path / "lab.log").read_text()[-3000:]
+                    raise RuntimeError(f"JupyterLab did not start:\n{output}") from None
+                time.sleep(0.3)
+        yield f"{base}/lab/tree/01_quickstart.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_quickstart_runs_in_jupyterlab(lab: str, tmp_path: Path) -> None:
+    """Run All in JupyterLab: streamed answer, fan-out table, chart image, and the panel's finished run."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(lab)
+        page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=60_000)
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        # Wait until the kernel is ready, then run every cell through JupyterLab's own command.
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp.shell.currentWidget;"
+            " return w && w.sessionContext && w.sessionContext.session"
+            " && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }",
+            timeout=60_000,
+        )
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+        status = page.locator(".widget-html-content", has_text="done: 2 call(s)")
+        expect(status).to_be_visible(timeout=120_000)
+        rows = page.locator(".jp-OutputArea-output .cfnb-row")
+        assert rows.count() >= 5  # the fan-out's three rows and the panel's two
+        panel_rows = page.locator(".widget-html-content .cfnb-row")
+        expect(panel_rows).to_have_count(2)
+        assert "$" in status.inner_text()
+        expect(page.locator(".cfnb-totals").first).to_contain_text("$")
+        images = page.locator(".jp-OutputArea-output img")
+        expect(images.first).to_be_visible(timeout=60_000)  # %agent plot timeline
+        page.locator(".widget-tab .lm-TabBar-tab", has_text="Charts").first.click()
+        chart = page.locator(".widget-output img")
+        expect(chart.first).to_be_visible(timeout=60_000)
+        assert chart.first.evaluate("img => img.naturalWidth") > 200
+
+        page.locator(".widget-tab .lm-TabBar-tab", has_text="Calls").first.click()
+        panel = page.locator(".widget-vbox", has=page.locator(".widget-tab")).first
+        panel.scroll_into_view_if_needed()
+        target = (
+            ROOT / "docs" / "panel.png"
+            if os.environ.get("CFNB_UPDATE_SCREENSHOT") == "1"
+            else tmp_path / "panel.png"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        panel.screenshot(path=str(target))
+        assert target.stat().st_size > 10_000
+        browser.close()

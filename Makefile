@@ -1,40 +1,51 @@
 # One entry point. Every target sets up what it needs first (a .venv with the package installed editable),
 # so each works on a fresh clone:
-#   make demo    the main job: run the quickstart headless on the bundled simulator (no API key needed)
-#   make test    lint, type-check and run the test suite
+#   make demo    the main job: run the quickstart notebook headless (on the bundled simulator when no
+#                ANTHROPIC_API_KEY is set) and write out/01_quickstart.ipynb and out/01_quickstart.html
+#   make test    lint, type-check and run the whole test suite
 #   make bench   run the benchmarks and print their tables
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: demo notebooks test lint typecheck pytest bench lab clean
 
-setup: $(STAMP)
+$(VENV)/.run-$(HASH):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[notebooks]'
+	touch $@
 
-$(STAMP): pyproject.toml
+$(VENV)/.dev-$(HASH):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	rm -f $(VENV)/.installed-* && touch $@
+	touch $@ $(VENV)/.run-$(HASH)
 
-demo: setup
-	$(BIN)/python examples/demo.py
+demo: $(VENV)/.run-$(HASH)
+	$(BIN)/python scripts/run_notebooks.py notebooks/01_quickstart.ipynb --out out
 
-lint: setup
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+notebooks: $(VENV)/.run-$(HASH)
+	$(BIN)/python scripts/run_notebooks.py notebooks/*.ipynb --out out
 
-typecheck: setup
+lab: $(VENV)/.run-$(HASH)
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(VENV)/.dev-$(HASH)
+	$(BIN)/ruff check src tests benchmarks examples scripts
+	$(BIN)/ruff format --check src tests benchmarks examples scripts
+
+typecheck: $(VENV)/.dev-$(HASH)
 	$(BIN)/mypy
 
-pytest: setup
+pytest: $(VENV)/.dev-$(HASH)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-bench: setup
+bench: $(VENV)/.dev-$(HASH)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist out

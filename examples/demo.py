@@ -1,7 +1,8 @@
 """The offline demo: agents from a claude-force config, run concurrently through the real SDK.
 
 With ANTHROPIC_API_KEY set, the calls go to the real API; without it, to the bundled simulator on loopback
-(answers are marked "[simulated ...]"). Run with `make demo`.
+(answers are marked "[simulated ...]"). Run with `python examples/demo.py` in the project's venv; it is the
+script form of the quickstart notebook (`make demo` runs the notebook itself).
 """
 
 from __future__ import annotations

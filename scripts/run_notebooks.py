@@ -1,0 +1,63 @@
+"""Execute notebooks headless and write the executed copies (and HTML) to an output folder.
+
+    python scripts/run_notebooks.py notebooks/01_quickstart.ipynb --out out/
+    python scripts/run_notebooks.py notebooks/*.ipynb --out out/ --no-html
+
+Each notebook runs in a fresh kernel with its own folder as the working directory. Without
+ANTHROPIC_API_KEY the notebooks use the bundled simulator (answers marked "[simulated ...]"). Exits non-zero
+if any cell fails, after writing what ran so the failure can be read in the executed copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+
+def run(path: Path, out: Path, *, html: bool, timeout: int) -> bool:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    started = time.perf_counter()
+    ok = True
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        ok = False
+        print(f"FAILED {path.name}: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+    target = out / path.name
+    nbformat.write(notebook, target)
+    written = [str(target)]
+    if html:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(notebook)
+        html_path = target.with_suffix(".html")
+        html_path.write_text(body, encoding="utf-8")
+        written.append(str(html_path))
+    state = "ran" if ok else "FAILED"
+    print(f"{state} {path.name} in {time.perf_counter() - started:.1f} s -> {', '.join(written)}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML copies")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [run(p.resolve(), args.out, html=not args.no_html, timeout=args.timeout) for p in args.notebooks]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

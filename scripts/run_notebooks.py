@@ -55,7 +55,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [run(p.resolve(), args.out, html=not args.no_html, timeout=args.timeout) for p in args.notebooks]
+    results = [
+        run(p.resolve(), args.out, html=not args.no_html, timeout=args.timeout) for p in args.notebooks
+    ]
     return 0 if all(results) else 1
 
 

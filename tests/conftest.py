@@ -95,7 +95,7 @@ def claude_json(tmp_path: Path) -> Path:
 FAST_RETRIES = RetryPolicy(base_delay_s=0.005, max_delay_s=0.02, jitter=0.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def _shared_sim() -> Iterator[Simulator]:
     with serve(seed=7) as simulator:
         yield simulator

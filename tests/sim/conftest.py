@@ -1,4 +1,5 @@
-"""Fixtures for the simulator tests: one shared simulator (reset per test), SDK clients, raw HTTP sessions.
+"""Fixtures for the simulator tests: SDK clients and raw HTTP sessions (the shared, per-test-reset `sim`
+comes from the top-level conftest).
 
 Tests that need a differently configured simulator start their own with `serve(...)`; the `make_client`
 fixture gives them SDK clients that are closed at teardown, so no test leaks a connection pool.
@@ -6,7 +7,7 @@ fixture gives them SDK clients that are closed at teardown, so no test leaks a c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,20 +15,7 @@ import anthropic
 import pytest
 from sim_support import API_KEY
 
-from claude_force_nb.sim import Simulator, serve
-
-
-@pytest.fixture(scope="session")
-def _shared_sim() -> Iterator[Simulator]:
-    with serve(seed=7) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(_shared_sim: Simulator) -> Simulator:
-    """The shared default simulator, reset so each test starts from zero."""
-    _shared_sim.reset()
-    return _shared_sim
+from claude_force_nb.sim import Simulator
 
 
 @pytest.fixture

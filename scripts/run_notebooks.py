@@ -11,27 +11,44 @@ if any cell fails, after writing what ran so the failure can be read in the exec
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 
 def run(path: Path, out: Path, *, html: bool, timeout: int) -> bool:
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    )
     started = time.perf_counter()
     ok = True
-    try:
-        client.execute()
-    except CellExecutionError as exc:
-        ok = False
-        print(f"FAILED {path.name}: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as sockets:
+        # Local IPC sockets (in a temporary folder) rather than TCP: nothing listens on the network, and the
+        # kernel has no reason to warn about unencrypted TCP. Windows has no IPC transport: TCP there.
+        class Manager(AsyncKernelManager):
+            def __init__(self, **kwargs: object) -> None:
+                super().__init__(**kwargs)
+                if os.name != "nt":
+                    self.transport = "ipc"
+                    self.ip = str(Path(sockets) / "kernel")
+
+        client = NotebookClient(
+            notebook,
+            kernel_manager_class=Manager,  # the client owns it, so it shuts the kernel down at the end
+            kernel_name="python3",
+            timeout=timeout,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            ok = False
+            print(f"FAILED {path.name}: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
     target = out / path.name
     nbformat.write(notebook, target)
     written = [str(target)]

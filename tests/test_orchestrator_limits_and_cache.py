@@ -1,0 +1,126 @@
+"""The orchestrator with rate limits and the response cache, through the real SDK against the simulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from claude_force_nb import CacheMiss, ResponseCache, define_agent
+from claude_force_nb.sim import Fault, Simulator, serve
+
+from .conftest import make_orchestrator
+
+
+async def test_client_side_rpm_keeps_under_the_server_limit() -> None:
+    """With the client's requests/minute equal to the server's, a burst past the limit is paced, not 429'd."""
+    define_agent("a", "x")
+    with serve(requests_per_minute=60) as limited:
+        async with make_orchestrator(limited, requests_per_minute=60, max_concurrent=20) as orch:
+            results = await orch.execute_multiple([("a", f"t{i}") for i in range(62)])
+            waited = orch.limiter.waited_s
+        statuses = limited.stats()["by_status"]
+    assert all(r.success for r in results)
+    assert 429 not in statuses and statuses[200] == 62
+    assert waited > 0  # the last two requests had to wait for the bucket to refill
+
+
+async def test_nearly_spent_headers_pause_new_calls() -> None:
+    """When anthropic-ratelimit-*-remaining runs low, every new attempt pauses; the batch still completes."""
+    define_agent("a", "x")
+    with serve(requests_per_minute=100) as limited:
+        async with make_orchestrator(limited, max_concurrent=4) as orch:
+            results = await orch.execute_multiple([("a", f"t{i}") for i in range(99)])
+            paused = orch.limiter.paused_until
+    assert all(r.success for r in results)
+    assert paused > 0
+
+
+async def test_a_429_pauses_every_call_not_just_its_own() -> None:
+    """After a 429 with retry-after, the other calls wait too: nothing is sent during the pause."""
+    define_agent("a", "x")
+    with serve(ttft_s=0.01) as server:
+        server.script(Fault("rate_limit", retry_after=0.4), match="first")
+        async with make_orchestrator(server, max_concurrent=1) as orch:
+            results = await orch.execute_multiple([("a", "first"), ("a", "second"), ("a", "third")])
+            records = list(orch.runs)
+    assert all(r.success for r in results)
+    first_failure = records[0].spans[0].end
+    later_starts = [s.start for r in records[1:] for s in r.spans]
+    assert first_failure is not None
+    assert min(later_starts) - first_failure >= 0.39
+
+
+async def test_a_hit_is_a_free_row_with_the_saving_recorded(sim: Simulator) -> None:
+    """The second identical call is served from the cache: cached, $0, the saving and a run row recorded."""
+    define_agent("a", "x")
+    cache = ResponseCache("memory", secret="test")
+    async with make_orchestrator(sim, cache=cache, model="claude-sonnet-4-6") as orch:
+        first = await orch.execute_agent("a", "same")
+        second = await orch.execute_agent("a", "same")
+        frame = orch.runs.to_frame()
+    assert not first.cached and second.cached
+    assert second.output == first.output and second.cost_usd == 0
+    assert second.cost_saved_usd == pytest.approx(first.cost_usd)
+    assert list(frame["status"]) == ["succeeded", "cached"]
+    assert sim.stats()["requests"] == 1
+    assert cache.stats().cost_saved_usd == pytest.approx(first.cost_usd)
+
+
+async def test_use_cache_false_refresh_and_exclusions(sim: Simulator) -> None:
+    """use_cache=False: no read, no write; refresh=True: no read, a write; excluded agents: bypassed."""
+    define_agent("a", "x")
+    define_agent("private", "y")
+    cache = ResponseCache("memory", secret="test", exclude_agents=("private",))
+    async with make_orchestrator(sim, cache=cache) as orch:
+        await orch.execute_agent("a", "t", use_cache=False)
+        assert cache.stats().entries == 0
+        await orch.execute_agent("a", "t")
+        refreshed = await orch.execute_agent("a", "t", refresh=True)
+        hit = await orch.execute_agent("a", "t")
+        await orch.execute_agent("private", "t")
+        again = await orch.execute_agent("private", "t")
+    assert not refreshed.cached and hit.cached
+    assert not again.cached
+    assert sim.stats()["requests"] == 5
+    assert cache.stats().entries == 1
+
+
+async def test_failures_are_never_cached(sim: Simulator) -> None:
+    """A failed call stores nothing, so the next identical call goes to the model."""
+    define_agent("a", "x")
+    cache = ResponseCache("memory", secret="test")
+    sim.script(Fault("status", status=400))
+    async with make_orchestrator(sim, cache=cache) as orch:
+        failed = await orch.execute_agent("a", "t")
+        retried = await orch.execute_agent("a", "t")
+    assert not failed.success and retried.success and not retried.cached
+    assert cache.stats().entries == 1
+
+
+async def test_replay_mode_serves_hits_and_refuses_misses_without_calling(sim: Simulator) -> None:
+    """replay=True serves hits; a miss is a CacheMiss naming agent and task, and nothing is sent."""
+    define_agent("a", "x")
+    cache = ResponseCache("memory", secret="test")
+    async with make_orchestrator(sim, cache=cache) as orch:
+        recorded = await orch.execute_agent("a", "recorded task")
+    async with make_orchestrator(sim, cache=cache, replay=True) as replayer:
+        hit = await replayer.execute_agent("a", "recorded task")
+        miss = await replayer.execute_agent("a", "never recorded")
+    assert hit.cached and hit.output == recorded.output
+    assert isinstance(miss.exception, CacheMiss)
+    assert miss.exception.agent == "a" and miss.exception.task == "never recorded"
+    assert "replay mode" in miss.errors[0] and "'never recorded'" in miss.errors[0]
+    assert sim.stats()["requests"] == 1
+
+
+async def test_replay_needs_no_api_key() -> None:
+    """A replay orchestrator with no key and no endpoint serves a shared bundle's answers."""
+    define_agent("a", "x")
+    with serve() as server:
+        cache = ResponseCache("memory", secret="test")
+        async with make_orchestrator(server, cache=cache) as recorder:
+            recorded = await recorder.execute_agent("a", "t")
+    from claude_force_nb import AsyncAgentOrchestrator
+
+    async with AsyncAgentOrchestrator(cache=cache, replay=True) as offline:
+        replayed = await offline.execute_agent("a", "t")
+    assert replayed.cached and replayed.output == recorded.output

@@ -82,6 +82,7 @@ def test_run_log_survives_a_restart(sim: Simulator, monkeypatch: pytest.MonkeyPa
     second.close()
     third = NotebookSession(announce=lambda _: None)
     assert third.persist_runs(path) == 2
+    third.close()
 
 
 def test_find_config_walks_up(tmp_path: Path) -> None:

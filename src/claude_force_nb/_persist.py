@@ -40,12 +40,13 @@ class RunStore:
     """A SQLite file of finished run records."""
 
     def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise ConfigError(f"run log {path}: not a usable SQLite file ({exc})") from exc
         self.path = path
         self._lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import stat
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_text_typed_value_from_a_hand_edit_is_an_integrity_failure(tmp_path: Pat
     cache = ResponseCache("disk", cache_dir=tmp_path, secret="s", memory_max_size_mb=0)
     request = make_request("victim")
     cache.put(request, make_completion("victim"), agent="a", cost_usd=0.1, latency_s=1.0)
-    with sqlite3.connect(tmp_path / DB_FILE_NAME) as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE_NAME)) as db, db:
         db.execute("UPDATE entries SET value = substr(value, 1, length(value) - 1) || X'21'")
         assert db.execute("SELECT typeof(value) FROM entries").fetchone() == ("text",)
     assert cache.get(request, agent="a") is None

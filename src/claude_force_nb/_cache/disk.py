@@ -131,7 +131,11 @@ class DiskStore:
         # Create the file private before SQLite does (SQLite would use the umask, typically 0644; its -wal and
         # -shm files copy the main file's mode).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._init_schema(self._conn())
+        try:
+            self._init_schema(self._conn())
+        except BaseException:
+            self.close()  # a refused database (e.g. a newer schema) must not leak the connection just opened
+            raise
 
     # -- connections -----------------------------------------------------------------------------------------
 

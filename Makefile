@@ -20,8 +20,12 @@ $(VENV)/.run-$(HASH):
 $(VENV)/.dev-$(HASH):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.run-$(HASH)
+
+$(VENV)/.bench-$(HASH): $(VENV)/.dev-$(HASH)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 demo: $(VENV)/.run-$(HASH)
 	$(BIN)/python scripts/run_notebooks.py notebooks/01_quickstart.ipynb --out out
@@ -44,7 +48,7 @@ pytest: $(VENV)/.dev-$(HASH)
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.dev-$(HASH)
+bench: $(VENV)/.bench-$(HASH)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -364,7 +365,7 @@ def _redis_rows(
     return rows
 
 
-def _langchain_rows(request: MessageRequest, completion: Completion, tmp: Path, n: int) -> list[Row]:
+def _langchain_rows_quiet(request: MessageRequest, completion: Completion, tmp: Path, n: int) -> list[Row]:
     try:
         from langchain_core.caches import InMemoryCache
         from langchain_core.outputs import Generation
@@ -382,10 +383,12 @@ def _langchain_rows(request: MessageRequest, completion: Completion, tmp: Path, 
     ]
     try:
         from langchain_community.cache import SQLiteCache
+
+        warnings.simplefilter("ignore")  # its import installs filters of its own that show its notices
+        sqlite = SQLiteCache(database_path=str(tmp / "langchain.db"))
     except ImportError:
         rows.append(Row(name="langchain SQLiteCache.lookup", skipped="not installed"))
         return rows
-    sqlite = SQLiteCache(database_path=str(tmp / "langchain.db"))
     sqlite.update(prompt, llm, [Generation(text=completion.text)])
     rows.append(
         Row(
@@ -395,6 +398,12 @@ def _langchain_rows(request: MessageRequest, completion: Completion, tmp: Path, 
         )
     )
     return rows
+
+
+def _langchain_rows(request: MessageRequest, completion: Completion, tmp: Path, n: int) -> list[Row]:
+    with warnings.catch_warnings():  # langchain-community announces its own sunset on import and on use
+        warnings.simplefilter("ignore")
+        return _langchain_rows_quiet(request, completion, tmp, n)
 
 
 def main(argv: list[str] | None = None) -> list[Row]:

@@ -9,16 +9,17 @@ raises `AgentRunFailed` at the end of the cell, after what finished has been sho
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, Unicode, observe
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from ._agents import build_user_turn
 from ._calls import CallSpec
@@ -44,7 +45,7 @@ from ._parse import (
 from ._records import new_run_id
 from ._request import ChatMessage
 from ._results import AgentResult
-from ._session import NotebookSession, SessionSettings, get_session
+from ._session import NotebookSession, SessionSettings, get_session, validate_settings
 
 __all__ = ["AgentMagics", "AgentRunFailed", "BackgroundRun", "load_ipython_extension"]
 
@@ -202,6 +203,26 @@ class AgentMagics(Magics):
         except ClaudeForceError as exc:
             raise UsageError(str(exc)) from None
 
+    @validate(
+        "max_tokens", "max_concurrent", "timeout_seconds", "max_retries", "cache_backend", "cache_ttl_hours"
+    )
+    def _check_setting(self, proposal: Any) -> Any:
+        """Refuse an unusable value at `%config` time, keeping the old one, with the reason."""
+        name, value = proposal["trait"].name, proposal["value"]
+        candidate = {**_traits_to_settings(self), name: value}
+        try:
+            validate_settings(replace(self.session.settings, **candidate))
+        except ConfigError as exc:
+            raise TraitError(str(exc)) from None
+        return value
+
+    @validate("budget_usd")
+    def _check_budget(self, proposal: Any) -> Any:
+        value = proposal["value"]
+        if value != -1.0 and not (value >= 0 and math.isfinite(value)):
+            raise TraitError(f"budget_usd = {value!r}: use a non-negative amount of dollars, or -1 for none")
+        return value
+
     @property
     def _ns(self) -> dict[str, Any]:
         """The user's namespace."""
@@ -252,7 +273,7 @@ class AgentMagics(Magics):
         try:
             orch = self.session.orchestrator()
             plan = self._plan(args, cell, orch)
-        except (MagicInputError, ConfigError) as exc:
+        except (MagicInputError, ClaudeForceError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         variable = capture.variable or args.output
         show = capture.show if capture.variable else True
@@ -264,6 +285,10 @@ class AgentMagics(Magics):
             return handle
         try:
             run = run_blocking(coro)
+        except AgentRunFailed as failure:
+            if variable:  # what finished is kept where the user asked for it, then the cell stops
+                self._ns[variable] = failure.run.to_frame() if plan.kind == "inputs" else failure.run
+            raise
         except KeyboardInterrupt:
             kept = self._finished(plan.batch_id)
             interrupted = AgentRun(kept, kind=plan.kind, fmt=plan.fmt, workflow=plan.workflow)
@@ -431,7 +456,7 @@ class AgentMagics(Magics):
             command = parse_line(line)
             handler = getattr(self, f"_cmd_{command.name}")
             return handler(*command.args)
-        except (MagicInputError, ClaudeForceError, OSError) as exc:
+        except (MagicInputError, ClaudeForceError, OSError, ValueError) as exc:
             raise UsageError(str(exc)) from None
 
     def _cmd_help(self) -> None:
@@ -494,7 +519,7 @@ class AgentMagics(Magics):
             count = cache.import_bundle(argument)
             print(f"Imported {count} cached answer(s) from {argument}.")
             return None
-        cache.replay = argument == "on"
+        self.session.update(replay=argument == "on")  # a session setting: it survives orchestrator rebuilds
         print(
             "Replay mode on: answers come only from the cache; a miss is an error and nothing is sent."
             if cache.replay

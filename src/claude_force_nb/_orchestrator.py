@@ -55,6 +55,7 @@ from ._config import (
 )
 from ._events import EventBus
 from ._exceptions import (
+    APICallError,
     AttemptTimeoutError,
     BackendError,
     BudgetExceededError,
@@ -176,6 +177,9 @@ class AsyncAgentOrchestrator:
                 raise ConfigError("replay=True needs a response cache (enable_cache=True or cache=...)")
             self.cache.replay = True
         self._closed = False
+        self._active = 0  # calls in progress (queued, waiting, in flight)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -186,6 +190,15 @@ class AsyncAgentOrchestrator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    @property
+    def active_calls(self) -> int:
+        """Calls in progress: queued for a slot, waiting, backing off or in flight."""
+        return self._active
+
+    async def drain(self) -> None:
+        """Wait until no call is in progress (for closing an orchestrator that others may still be using)."""
+        await self._idle.wait()
 
     async def aclose(self) -> None:
         """Close the HTTP connections and (if this orchestrator built it) the response cache."""
@@ -411,11 +424,12 @@ class AsyncAgentOrchestrator:
             self.runs.add(record)
         events = self.events
         events.emit("queued", record)
-        held: list[tuple[Budget, Reservation]] = []
-        in_flight = False
+        held: list[tuple[Budget, Reservation]] = []  # the current attempt's budget reservations
         cache = self.cache if call.use_cache and self.cache is not None else None
         if cache is not None and cache.excludes(call.agent):
             cache = None
+        self._active += 1
+        self._idle.clear()
         try:
             if cache is not None and not call.refresh:
                 hit = await self._cache_lookup(cache, request, call.agent)
@@ -426,7 +440,7 @@ class AsyncAgentOrchestrator:
                     self._apply_completion(record, completion, cost=0.0)
                     self._finish(record, "cached", started=record.queued_at)
                     if on_text is not None and completion.text:
-                        on_text(completion.text)
+                        _deliver(on_text, completion.text)
                     events.emit("cached", record)
                     return AgentResult.from_record(record, cache_key=hit.key, **call.metadata)
                 if cache.replay:
@@ -437,12 +451,9 @@ class AsyncAgentOrchestrator:
                         agent=call.agent,
                         task=call.task,
                     )
-            in_flight = True
             completion = await self._attempts(record, call, request, on_text, held, plan.spec.priority)
-            in_flight = False
             cost = self.rate_card.cost(request.model, completion.usage)
-            for budget, reservation in held:
-                budget.settle(reservation, cost)
+            _settle(held, cost)
             self._apply_completion(record, completion, cost=cost)
             self._finish(record, "succeeded")
             if cache is not None and not cache.replay:
@@ -450,31 +461,43 @@ class AsyncAgentOrchestrator:
             events.emit("finished", record)
             return AgentResult.from_record(record, request_id=completion.request_id, **call.metadata)
         except asyncio.CancelledError:
+            if record.done:  # cancelled after it finished (while storing the answer): the answer stands
+                raise
             # An attempt cancelled in flight may still be billed, so its reservation is kept as spent; a call
             # cancelled while queued or backing off costs nothing.
-            billed = in_flight and bool(record.spans) and record.spans[-1].end is None
-            for budget, reservation in held:
-                budget.settle(reservation, math.nan) if billed else budget.release(reservation)
+            _settle(held, math.nan if _attempt_open(record) else 0.0)
             record.error = "cancelled"
             record.error_type = "CancelledError"
-            if record.spans and record.spans[-1].end is None:
-                record.spans[-1].end = time.time()
-                record.spans[-1].outcome = "cancelled"
+            _close_open_span(record, "cancelled")
             self._finish(record, "cancelled")
             events.emit("cancelled", record)
             raise
         except (BackendError, BudgetExceededError, CacheMiss, ConfigError) as exc:
-            for budget, reservation in held:
-                budget.release(reservation)
-            status = "refused" if isinstance(exc, BudgetExceededError) else "failed"
-            record.error = str(exc)
-            record.error_type = type(exc).__name__
-            self._finish(record, status)
-            events.emit("refused" if status == "refused" else "failed", record, error=exc)
-            return AgentResult.from_record(record, exception=exc, **call.metadata)
+            _settle(held, 0.0)
+            return self._failed(record, call, exc, refused=isinstance(exc, BudgetExceededError))
+        except Exception as exc:  # a custom backend's or a hook's bug: this call fails, the others go on
+            if record.done:
+                raise
+            _settle(held, math.nan if _attempt_open(record) else 0.0)
+            _close_open_span(record, type(exc).__name__)
+            log.error("agent call %s failed unexpectedly", record.run_id, exc_info=True)
+            return self._failed(record, call, exc, refused=False)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
-    def _reserve(self, call: CallSpec, request: MessageRequest) -> list[tuple[Budget, Reservation]]:
-        """Reserve the call's worst case on the orchestrator's budget and the call's own, or on neither."""
+    def _failed(self, record: RunRecord, call: CallSpec, exc: BaseException, *, refused: bool) -> AgentResult:
+        record.error = str(exc) if isinstance(exc, ClaudeForceError) else f"{type(exc).__name__}: {exc}"
+        record.error_type = type(exc).__name__
+        self._finish(record, "refused" if refused else "failed")
+        self.events.emit("refused" if refused else "failed", record, error=exc)
+        return AgentResult.from_record(record, exception=exc, **call.metadata)
+
+    def _reserve(
+        self, call: CallSpec, request: MessageRequest, *, retry: bool = False
+    ) -> list[tuple[Budget, Reservation]]:
+        """Reserve an attempt's worst case on the orchestrator's budget and the call's own, or on neither."""
         budgets = [b for b in (self.budget, call.budget) if b is not None and b.limit_usd is not None]
         if not budgets:
             return []
@@ -487,11 +510,9 @@ class AsyncAgentOrchestrator:
         held: list[tuple[Budget, Reservation]] = []
         try:
             for budget in budgets:
-                label = (
-                    f"{call.agent} call"
-                    if budget is self.budget
-                    else f"{call.agent} call (this run's budget)"
-                )
+                label = f"{call.agent} {'retry' if retry else 'call'}"
+                if budget is not self.budget:
+                    label += " (this run's budget)"
                 held.append((budget, budget.reserve(worst, what=label)))
         except BudgetExceededError:
             for budget, reservation in held:
@@ -510,9 +531,9 @@ class AsyncAgentOrchestrator:
     ) -> Completion:
         """Attempts until one succeeds, a failure is not retryable, or retries run out.
 
-        The budget reservation is taken once, when the call first gets a concurrency slot (into `held`, for
-        the caller to settle): reserving at queue time instead would let a long queue of calls hold the
-        whole budget for their worst cases and refuse calls that would have fitted.
+        Each attempt reserves its worst case when it gets a concurrency slot (into `held`; the caller settles
+        the successful one). Reserving at queue time instead would let a long queue hold the whole budget for
+        worst cases it never needed; reserving once per call would let retries spend what nobody reserved.
         """
         policy = self.retry_policy
         backend = self.backend()
@@ -522,7 +543,7 @@ class AsyncAgentOrchestrator:
 
             def stream(delta: str) -> None:
                 if on_text is not None:
-                    on_text(delta)
+                    _deliver(on_text, delta)
                 events.emit("text", record, text=delta)
 
         estimate_in = -1  # computed only when a rate limit needs it
@@ -531,8 +552,7 @@ class AsyncAgentOrchestrator:
             # Retries go before first attempts; first attempts go by agent priority (see PrioritySlots).
             await self._slots.acquire((0 if retries else 1, priority))
             try:
-                if record.attempts == 0:
-                    held.extend(self._reserve(call, request))
+                held.extend(self._reserve(call, request, retry=retries > 0))
                 if self.limiter.enabled or self.limiter.paused_until:
                     if estimate_in < 0:
                         estimate_in = estimate_tokens(request.system) + sum(
@@ -571,10 +591,13 @@ class AsyncAgentOrchestrator:
                 self._slots.release()
             span.end = time.time()
             span.outcome = type(error).__name__
+            # An attempt the API may have billed (abandoned at the deadline, cut off, unreadable) keeps its
+            # reservation as spent; one the API answered with an error status cost nothing.
+            _settle(held, math.nan if _maybe_billed(error) else 0.0)
             if not error.retryable or retries >= policy.max_retries:
                 raise error
             delay = backoff_delay(retries, policy, retry_after=error.retry_after, rand=self._random.random())
-            if error.retry_after is not None and getattr(error, "status", None) == 429:
+            if getattr(error, "status", None) == 429:
                 self.limiter.pause(delay)  # the limit is shared: every call should wait, not just this one
             record.status = "retrying"
             events.emit("retrying", record, delay_s=delay, error=error)
@@ -652,3 +675,37 @@ def _describe_unknown(name: str, agents: Mapping[str, AgentSpec], path: Path | N
     except UnknownAgentError as exc:
         return str(exc)
     return f"unknown agent {name!r}"
+
+
+def _settle(held: list[tuple[Budget, Reservation]], cost: float) -> None:
+    """Settle (cost > 0 or NaN: spent) or release (0) every reservation held, and forget them."""
+    for budget, reservation in held:
+        if cost == 0.0:
+            budget.release(reservation)
+        else:
+            budget.settle(reservation, cost)
+    held.clear()
+
+
+def _maybe_billed(error: BackendError) -> bool:
+    """Whether a failed attempt may still have been billed: the request reached the API and no error status
+    came back (a timeout, a cut connection, an unreadable 200, an error event inside a stream)."""
+    return not isinstance(error, APICallError) or error.status is None
+
+
+def _attempt_open(record: RunRecord) -> bool:
+    return bool(record.spans) and record.spans[-1].end is None
+
+
+def _close_open_span(record: RunRecord, outcome: str) -> None:
+    if _attempt_open(record):
+        record.spans[-1].end = time.time()
+        record.spans[-1].outcome = outcome
+
+
+def _deliver(on_text: TextCallback, text: str) -> None:
+    """Call the user's `on_text`; a broken display callback is logged, never allowed to fail the call."""
+    try:
+        on_text(text)
+    except Exception:
+        log.exception("on_text callback failed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from collections.abc import Callable
 from typing import Any
 
 from ._calls import CallSpec
@@ -88,6 +89,7 @@ class AgentPanel:
         self._task: asyncio.Task[list[AgentResult]] | None = None
         self._table: BatchTable | None = None
         self._throttle: Throttle | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.results: list[AgentResult] = []
         self._refresh_cache_stats()
 
@@ -131,18 +133,12 @@ class AgentPanel:
             expected=len(calls), title=f"{len(calls)} call{'s' if len(calls) != 1 else ''}"
         )
         self._throttle = Throttle(self._redraw, refresh_interval(len(calls)))
-        unsubscribe = orch.events.subscribe(lambda event: self._on_event(event, batch_id))
+        # Unsubscribed in _finished, which runs however the task ends (even cancelled before it started).
+        self._unsubscribe = orch.events.subscribe(lambda event: self._on_event(event, batch_id))
         self._set_running(True)
         self.status.value = f"running {len(calls)} call(s)…"
         self._redraw()
-
-        async def batch() -> list[AgentResult]:
-            try:
-                return await orch.execute_multiple(calls)
-            finally:
-                unsubscribe()
-
-        self._task = spawn(batch())
+        self._task = spawn(orch.execute_multiple(calls))
         self._task.add_done_callback(self._finished)
         return self._task
 
@@ -166,6 +162,9 @@ class AgentPanel:
         self.cancel_button.disabled = not running
 
     def _finished(self, task: asyncio.Task[list[AgentResult]]) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self._set_running(False)
         if self._throttle is not None:
             self._throttle.flush()

@@ -126,7 +126,12 @@ def render_template(text: str, lookup: Callable[[str], Any]) -> str:
                 raise MagicInputError(
                     f"{{{{{match['name']}}}}}: {path[0]} has no attribute {attribute!r}"
                 ) from None
-        return to_prompt_text(value)
+            except Exception as exc:  # a property that raises: say so, in one line
+                raise MagicInputError(f"{{{{{match['name']}}}}}: reading it failed: {exc!r}") from None
+        try:
+            return to_prompt_text(value)
+        except Exception as exc:
+            raise MagicInputError(f"{{{{{match['name']}}}}} could not be written as text: {exc!r}") from None
 
     return _TEMPLATE.sub(replace, text)
 

@@ -8,6 +8,7 @@ the call moves on (running, retrying, finished). UIs read the live record from p
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import threading
@@ -51,6 +52,7 @@ FRAME_COLUMNS = (
 )
 _TIME_COLUMNS = ("started_at", "finished_at")
 
+log = logging.getLogger("claude_force_nb")
 _counter = itertools.count(1)
 _prefix = os.urandom(3).hex()
 
@@ -130,9 +132,16 @@ class RunLog:
         return record
 
     def finished(self, record: RunRecord) -> None:
-        """Called by the orchestrator once `record` has reached its final status."""
+        """Called by the orchestrator once `record` has reached its final status.
+
+        A failing hook (say, persistence hitting a full disk) is logged and skipped: the call it reports on
+        has already happened and its result must still reach the caller.
+        """
         for hook in list(self._finish_hooks):
-            hook(record)
+            try:
+                hook(record)
+            except Exception:
+                log.exception("run-log hook %r failed for run %s", hook, record.run_id)
 
     def on_finish(self, hook: Callable[[RunRecord], None]) -> Callable[[], None]:
         """Run `hook(record)` whenever a record finishes; returns a function that removes the hook."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -53,7 +54,7 @@ SIM_TTFT_S = 0.15
 SIM_PER_TOKEN_S = 0.003
 """The simulator's latency in a notebook: slow enough that streaming is visible, fast enough to demo."""
 
-# Settings the orchestrator is built from; the rest (model, max_tokens, format...) are read per call.
+# Settings the orchestrator is built from; the others (model, max_tokens, replay...) apply to the live one.
 _REBUILD_FIELDS = frozenset(
     {
         "max_concurrent",
@@ -94,6 +95,46 @@ class SessionSettings:
     runlog_path: str = ""
     prompt_caching: bool = True
     stream: bool = True
+    replay: bool = False
+
+
+_FORMATS = ("markdown", "text", "json", "code")
+
+
+def validate_settings(settings: SessionSettings) -> None:
+    """Raise ConfigError naming the first unusable setting (checked before anything is built from them)."""
+
+    def positive(value: float) -> bool:
+        return value > 0 and math.isfinite(value)
+
+    checks: list[tuple[str, bool, str]] = [
+        ("max_concurrent", settings.max_concurrent >= 1, "must be at least 1"),
+        ("max_tokens", settings.max_tokens >= 1, "must be a positive integer"),
+        ("timeout_seconds", positive(settings.timeout_seconds), "must be a positive number of seconds"),
+        ("max_retries", settings.max_retries >= 0, "must be 0 or more"),
+        ("cache_ttl_hours", positive(settings.cache_ttl_hours), "must be a positive number of hours"),
+        ("cache_max_size_mb", positive(settings.cache_max_size_mb), "must be a positive number of MB"),
+        (
+            "budget_usd",
+            settings.budget_usd is None or (settings.budget_usd >= 0 and math.isfinite(settings.budget_usd)),
+            "must be a non-negative amount of dollars (or none)",
+        ),
+        (
+            "requests_per_minute",
+            settings.requests_per_minute is None or positive(settings.requests_per_minute),
+            "must be a positive number (or none)",
+        ),
+        ("default_format", settings.default_format in _FORMATS, f"must be one of {', '.join(_FORMATS)}"),
+        (
+            "cache_backend",
+            settings.cache_backend in ("disk", "memory")
+            or settings.cache_backend.startswith(("redis://", "rediss://", "unix://")),
+            "must be 'disk', 'memory' or a redis:// URL",
+        ),
+    ]
+    for name, ok, problem in checks:
+        if not ok:
+            raise ConfigError(f"{name} = {getattr(settings, name)!r}: {problem}")
 
 
 def find_config(start: Path) -> Path | None:
@@ -133,29 +174,44 @@ class NotebookSession:
     # -- settings -------------------------------------------------------------------------------------------
 
     def update(self, **changes: Any) -> None:
-        """Change settings; an orchestrator built from a changed setting is rebuilt at its next use."""
+        """Change settings (ConfigError for an unusable value, nothing changed then).
+
+        Per-call defaults (model, max_tokens) and replay mode apply to the live orchestrator at once. An
+        orchestrator built from a changed setting (concurrency, cache, endpoint...) is replaced at its next
+        use, keeping the run log and the budget (money spent and calls in flight); the old one closes once
+        its calls have finished.
+        """
         unknown = set(changes) - set(SessionSettings.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         old = self.settings
-        self.settings = replace(old, **changes)
-        if any(getattr(old, k) != getattr(self.settings, k) for k in _REBUILD_FIELDS & set(changes)):
+        new = replace(old, **changes)
+        validate_settings(new)
+        changed = {k for k in changes if getattr(old, k) != getattr(new, k)}
+        if not changed:
+            return
+        self.settings = new
+        orch = self._orchestrator
+        if changed & _REBUILD_FIELDS:
             self._drop_orchestrator()
-        if self.settings.offline != old.offline:
+        elif orch is not None:
+            orch.model, orch.max_tokens = new.model, new.max_tokens
+            if orch.cache is not None:
+                orch.cache.replay = new.replay
+        if "offline" in changed:
             self._close_endpoint()
-        if "budget_usd" in changes:
-            self.set_budget(self.settings.budget_usd)
-        if "runlog_path" in changes and self.settings.runlog_path != old.runlog_path:
-            self.persist_runs(self.settings.runlog_path or None)
+        if "budget_usd" in changed:
+            self.set_budget(new.budget_usd)
+        if "runlog_path" in changed:
+            self.persist_runs(new.runlog_path or None)
 
     def set_budget(self, usd: float | None) -> Budget:
-        """Set the session budget (None removes it); money already spent still counts against a new limit."""
-        spent = self._budget.spent_usd if self._budget is not None else 0.0
-        budget = Budget(usd)
-        budget.spent_usd = spent
-        self._budget = budget
-        if self._orchestrator is not None:
-            self._orchestrator.budget = budget
+        """Set the session budget's limit (None removes it). Money spent and reservations held by calls in
+        flight stay on the same Budget, so they still count against the new limit."""
+        budget = self.budget
+        if usd is not None and not (usd >= 0 and math.isfinite(usd)):
+            raise ConfigError(f"budget_usd = {usd!r}: must be a non-negative amount of dollars (or none)")
+        budget.limit_usd = usd
         return budget
 
     @property
@@ -248,6 +304,8 @@ class NotebookSession:
                     environ=self.environ,
                 )
                 orch.budget = self.budget
+                if s.replay and orch.cache is not None:
+                    orch.cache.replay = True
                 self._orchestrator = orch
             return self._orchestrator
 
@@ -258,8 +316,12 @@ class NotebookSession:
             return
         from ._loop import spawn
 
+        async def close_when_idle() -> None:
+            await orch.drain()  # calls still running (say, a --bg cell) finish on the old orchestrator
+            await orch.aclose()
+
         with contextlib.suppress(Exception):
-            spawn(orch.aclose())
+            spawn(close_when_idle())
 
     # -- run log --------------------------------------------------------------------------------------------
 

@@ -44,12 +44,12 @@ def test_clear_deletes_only_keys_under_its_prefix(redis_url: str, redis_prefix: 
 def test_server_side_expiry_releases_bytes(redis_url: str, redis_prefix: str) -> None:
     """When Redis itself expires an entry (PX), the next lookup releases its bytes and counts it."""
     cache = ResponseCache(
-        redis_url, secret="s", redis_prefix=redis_prefix, ttl_hours=0.2 / 3600, memory_max_size_mb=0
+        redis_url, secret="s", redis_prefix=redis_prefix, ttl_hours=1.0 / 3600, memory_max_size_mb=0
     )
     try:
         _put(cache, "short")
-        assert cache.stats().entries == 1
-        time.sleep(0.3)
+        assert cache.stats().entries == 1  # a 1 s TTL leaves room for a slow machine between put and stats
+        time.sleep(1.2)
         assert cache.get(make_request("short"), agent="a") is None
         stats = cache.stats()
         assert (stats.entries, stats.size_bytes, stats.expirations) == (0, 0, 1)

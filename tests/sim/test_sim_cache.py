@@ -77,11 +77,11 @@ async def test_entries_expire_after_the_configured_ttl(make_client: Any) -> None
 
 async def test_a_read_refreshes_the_ttl(make_client: Any) -> None:
     """Reading an entry restarts its TTL, so steady traffic keeps a prefix cached."""
-    with serve(min_cache_tokens=50, cache_ttl_5m_s=0.6) as sim:
+    with serve(min_cache_tokens=50, cache_ttl_5m_s=1.5) as sim:
         client = make_client(sim)
         await ask(client, system=cached_system())
-        for _ in range(2):  # 0.7 s in total: longer than one TTL, never a TTL without a read
-            await asyncio.sleep(0.35)
+        for _ in range(4):  # 2 s in total: longer than one TTL, never a TTL without a read (1 s of slack)
+            await asyncio.sleep(0.5)
             usage = await ask(client, system=cached_system())
             assert usage.cache_read_input_tokens == PREFIX_TOKENS
 

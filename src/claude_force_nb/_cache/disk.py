@@ -1,6 +1,6 @@
 """The disk tier: one SQLite database, used directly.
 
-Why SQLite directly, and not diskcache (which the project already depends on) or files:
+Why SQLite directly, and not diskcache or files:
 
 - *Exact bytes, cap after every write.* One table holds every entry with its agent, model, created,
   last_access, expires and hits; a one-row `totals` table holds the entry count and byte count, kept by

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from claude_force_nb import AsyncAgentOrchestrator, RetryPolicy, _agents
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from claude_force_nb._magic import AgentMagics
 from claude_force_nb.sim import Simulator, serve
 
 _CLEARED_ENV = (
@@ -113,3 +119,38 @@ def make_orchestrator(simulator: Simulator, **options: object) -> AsyncAgentOrch
     options.setdefault("enable_cache", False)
     options.setdefault("retry_policy", FAST_RETRIES)
     return AsyncAgentOrchestrator(base_url=simulator.base_url, **options)  # type: ignore[arg-type]
+
+
+# -- IPython -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shell() -> InteractiveShell:
+    """The process-wide test IPython shell."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or get_ipython()
+    assert ip is not None
+    return ip
+
+
+@pytest.fixture
+def magics(
+    shell: InteractiveShell, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AgentMagics]:
+    """The magics (and the %%claude_agent alias) on the shell, with a fresh session whose calls go to the
+    simulator and whose agents come from a small .claude/ folder."""
+    from claude_force_nb._magic import AgentMagics
+    from claude_force_nb._session import NotebookSession, SessionSettings, reset_session
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    config = write_claude_dir(tmp_path)
+    settings = SessionSettings(config_path=str(config), stream=False)
+    session = NotebookSession(settings=settings, announce=lambda _: None)
+    reset_session(session)
+    instance = AgentMagics(shell=shell, session=session, config_path=str(config), stream=False)
+    shell.register_magics(instance)
+    shell.register_magic_function(instance.agent, "line_cell", "claude_agent")
+    yield instance
+    reset_session(None)

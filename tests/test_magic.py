@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,41 +10,11 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 
 from claude_force_nb import define_agent
 from claude_force_nb._display import AgentRun
 from claude_force_nb._magic import AgentMagics, AgentRunFailed, BackgroundRun
-from claude_force_nb._session import NotebookSession, SessionSettings, reset_session
 from claude_force_nb.sim import Fault, Simulator
-
-from .conftest import write_claude_dir
-
-
-@pytest.fixture(scope="module")
-def shell() -> InteractiveShell:
-    ip = start_ipython()
-    assert ip is not None
-    return ip
-
-
-@pytest.fixture
-def magics(
-    shell: InteractiveShell, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[AgentMagics]:
-    """The magics registered on the shell with a fresh session whose calls go to the simulator."""
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
-    config = write_claude_dir(tmp_path)
-    notes: list[str] = []
-    session = NotebookSession(
-        settings=SessionSettings(config_path=str(config), stream=False), announce=notes.append
-    )
-    reset_session(session)
-    instance = AgentMagics(shell=shell, session=session, config_path=str(config), stream=False)
-    shell.register_magics(instance)
-    shell.register_magic_function(instance.agent, "line_cell", "claude_agent")
-    yield instance
-    reset_session(None)
 
 
 def cell(shell: InteractiveShell, line: str, body: str) -> Any:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 from traitlets import TraitError
 
 from claude_force_nb import (
@@ -23,7 +21,7 @@ from claude_force_nb import (
 )
 from claude_force_nb._loop import run_blocking
 from claude_force_nb._magic import AgentMagics, AgentRunFailed
-from claude_force_nb._session import NotebookSession, SessionSettings, reset_session
+from claude_force_nb._session import NotebookSession, SessionSettings
 from claude_force_nb.sim import Fault, Simulator
 
 from .conftest import make_orchestrator, write_claude_dir
@@ -164,31 +162,6 @@ def test_settings_changes_keep_the_budget_object_and_replay(
     rebuilt = session.orchestrator()
     assert rebuilt.cache is not None and rebuilt.cache.replay
     session.close()
-
-
-@pytest.fixture
-def shell() -> InteractiveShell:
-    from IPython import get_ipython
-
-    ip = start_ipython() or get_ipython()  # the test IPython is a process-wide singleton
-    assert ip is not None
-    return ip
-
-
-@pytest.fixture
-def magics(
-    shell: InteractiveShell, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[AgentMagics]:
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
-    config = write_claude_dir(tmp_path)
-    session = NotebookSession(
-        settings=SessionSettings(config_path=str(config), stream=False), announce=lambda _: None
-    )
-    reset_session(session)
-    instance = AgentMagics(shell=shell, session=session, config_path=str(config), stream=False)
-    shell.register_magics(instance)
-    yield instance
-    reset_session(None)
 
 
 @pytest.mark.parametrize(

@@ -76,19 +76,7 @@ def time_sync(fn: Callable[[], object], *, n: int = 20_000, warmup: int = 500) -
 
 def time_async(fn: Callable[[], Awaitable[object]], *, n: int = 10_000, warmup: int = 300) -> Timing:
     """Per-call wall time of `await fn()` on a fresh event loop."""
-
-    async def run() -> Timing:
-        for _ in range(warmup):
-            await fn()
-        clock = time.perf_counter_ns
-        samples = []
-        for _ in range(n):
-            start = clock()
-            await fn()
-            samples.append(clock() - start)
-        return _summarise(samples)
-
-    return asyncio.run(run())
+    return asyncio.run(_time_on_loop(fn, n=n, warmup=warmup))
 
 
 def print_table(rows: list[Row], *, out: Any = None) -> None:

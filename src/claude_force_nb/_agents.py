@@ -27,6 +27,7 @@ __all__ = [
     "AgentConfig",
     "AgentSpec",
     "define_agent",
+    "describe_unknown",
     "inline_agent",
     "inline_agents",
     "load_config",
@@ -274,17 +275,18 @@ class AgentConfig:
     def agent(self, name: str) -> AgentSpec:
         spec = self.agents.get(name)
         if spec is None:
-            raise UnknownAgentError(_unknown("agent", name, self.agents, self.path))
+            raise UnknownAgentError(describe_unknown("agent", name, self.agents, self.path))
         return spec
 
     def workflow(self, name: str) -> tuple[str, ...]:
         steps = self.workflows.get(name)
         if steps is None:
-            raise UnknownAgentError(_unknown("workflow", name, self.workflows, self.path))
+            raise UnknownAgentError(describe_unknown("workflow", name, self.workflows, self.path))
         return steps
 
 
-def _unknown(kind: str, name: str, known: Iterable[str], path: Path | None) -> str:
+def describe_unknown(kind: str, name: str, known: Iterable[str], path: Path | None) -> str:
+    """The message for a name that is not a known agent or workflow, with close matches if any."""
     names = sorted(known)
     where = f" in {path}" if path else ""
     close = difflib.get_close_matches(name, names, n=3)
@@ -406,7 +408,7 @@ def _parse_workflow(file: Path, name: str, steps: object, agents: Mapping[str, A
         if not isinstance(step, str):
             raise ConfigError(f"{where}[{i}]: expected an agent name, got {_json_type(step)}")
         if step not in agents:
-            raise ConfigError(f"{where}[{i}]: {_unknown('agent', step, agents, None)}")
+            raise ConfigError(f"{where}[{i}]: {describe_unknown('agent', step, agents, None)}")
     return tuple(steps)
 
 

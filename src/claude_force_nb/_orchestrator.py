@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ._agents import (
     AgentConfig,
     AgentSpec,
+    describe_unknown,
     inline_agent,
     inline_agents,
     load_config,
@@ -255,7 +256,7 @@ class AsyncAgentOrchestrator:
         validate_agent_name(name)
         spec = inline_agent(name) or self.config.agents.get(name)
         if spec is None:
-            raise UnknownAgentError(_describe_unknown(name, self.agents, self.config.path))
+            raise UnknownAgentError(describe_unknown("agent", name, self.agents, self.config.path))
         return spec
 
     def build_request(self, call: CallSpec) -> MessageRequest:
@@ -667,14 +668,6 @@ def _rate_card(pricing: RateCard | Mapping[str, Any] | str | Path | None) -> Rat
 
 def _invalid_result(message: str, exc: BaseException, *, agent: str) -> AgentResult:
     return AgentResult(agent_name=agent, success=False, errors=[message], status="invalid", exception=exc)
-
-
-def _describe_unknown(name: str, agents: Mapping[str, AgentSpec], path: Path | None) -> str:
-    try:
-        AgentConfig(path=path, agents=agents, workflows={}).agent(name)
-    except UnknownAgentError as exc:
-        return str(exc)
-    return f"unknown agent {name!r}"
 
 
 def _settle(held: list[tuple[Budget, Reservation]], cost: float) -> None:

@@ -127,3 +127,30 @@ def test_text_typed_value_from_a_hand_edit_is_an_integrity_failure(tmp_path: Pat
     stats = cache.stats()
     assert (stats.integrity_failures, stats.entries) == (1, 0)
     cache.close()
+
+
+def test_busy_database_is_retried_then_gives_up() -> None:
+    """A 'database is locked' answer is retried until it clears; other errors and a timeout are raised."""
+    from claude_force_nb._cache.disk import retry_while_busy
+
+    answers = [sqlite3.OperationalError("database is locked")] * 2 + [None]
+
+    def flaky() -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    retry_while_busy(flaky, 5.0, pause_s=0.0)
+    assert answers == []
+
+    def broken() -> None:
+        raise sqlite3.OperationalError("no such table: x")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        retry_while_busy(broken, 5.0, pause_s=0.0)
+
+    def always_locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        retry_while_busy(always_locked, 0.05, pause_s=0.01)

@@ -36,6 +36,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -100,6 +101,20 @@ _COLUMNS = "key, CAST(value AS BLOB), agent, model, created, last_access, expire
 _LOOKUP = "SELECT CAST(value AS BLOB), expires FROM entries WHERE key = ?"
 
 
+def retry_while_busy(statement: Callable[[], object], timeout_s: float, *, pause_s: float = 0.01) -> None:
+    """Run `statement`, retrying while SQLite says the database is locked or busy, for up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if ("locked" not in message and "busy" not in message) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause_s)
+
+
 def _row(values: tuple[object, ...]) -> StoredRow:
     key, value, agent, model, created, last_access, expires, hits = values
     return StoredRow(
@@ -148,7 +163,14 @@ class DiskStore:
             con = sqlite3.connect(
                 self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
             )
-            con.execute("PRAGMA journal_mode=WAL")
+            try:
+                # Two processes opening one new database at once can get "database is locked" straight back
+                # from the switch to WAL (SQLite skips the busy handler while another connection is setting
+                # up or recovering the WAL index), so that one statement is retried up to the busy timeout.
+                retry_while_busy(lambda: con.execute("PRAGMA journal_mode=WAL"), self._busy_timeout_s)
+            except BaseException:
+                con.close()
+                raise
             con.execute("PRAGMA synchronous=NORMAL")
             self._local.con, self._local.pid = con, pid
             with self._lock:

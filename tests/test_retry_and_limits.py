@@ -10,7 +10,7 @@ from claude_force_nb import BudgetExceededError, RetryPolicy
 from claude_force_nb._exceptions import APICallError, AttemptTimeoutError, ConnectionFailedError
 from claude_force_nb._limits import Budget, RateLimiter, TokenBucket
 from claude_force_nb._request import RateLimitSnapshot
-from claude_force_nb._retry import backoff_delay, is_retryable, is_retryable_status, parse_retry_after
+from claude_force_nb._retry import backoff_delay, is_retryable_status, parse_retry_after
 
 
 @pytest.mark.parametrize(
@@ -43,11 +43,10 @@ def test_retryable_statuses(
 
 def test_exception_verdicts() -> None:
     """Timeouts and connection failures are retryable; an APICallError carries its status's verdict."""
-    assert is_retryable(AttemptTimeoutError("slow"))
-    assert is_retryable(ConnectionFailedError("reset"))
-    assert is_retryable(APICallError("x", status=529, error_type="overloaded_error"))
-    assert not is_retryable(APICallError("x", status=401))
-    assert not is_retryable(ValueError("not ours"))
+    assert AttemptTimeoutError("slow").retryable
+    assert ConnectionFailedError("reset").retryable
+    assert APICallError("x", status=529, error_type="overloaded_error").retryable
+    assert not APICallError("x", status=401).retryable
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ __all__ = [
     "NEVER_RETRY_STATUSES",
     "RetryPolicy",
     "backoff_delay",
-    "is_retryable",
     "is_retryable_status",
     "parse_retry_after",
 ]
@@ -83,11 +82,6 @@ def is_retryable_status(
     if status is None:
         return False
     return status in _RETRY_STATUSES or status >= 500
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Whether an exception from a backend call should be retried (its `retryable` verdict)."""
-    return getattr(error, "retryable", False) is True
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:

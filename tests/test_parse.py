@@ -14,7 +14,6 @@ from claude_force_nb._parse import (
     render_template,
     rows_from_inputs,
     split_capture,
-    template_names,
     to_prompt_text,
     unquote,
 )
@@ -70,7 +69,6 @@ def test_unknown_template_names_are_errors() -> None:
         render_template("{{missing}}", lambda n: {}[n])
     with pytest.raises(MagicInputError, match="has no attribute 'nope'"):
         render_template("{{x.nope}}", lambda n: 1)
-    assert template_names("{{a}} {{b.c}} {{a}}") == ["a", "b"]
 
 
 def test_values_become_prompt_text() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +24,11 @@ __all__ = [
     "LineCommand",
     "MagicInputError",
     "parse_agent_list",
+    "parse_dollars",
     "parse_line",
     "render_template",
     "rows_from_inputs",
     "split_capture",
-    "template_names",
     "to_prompt_text",
     "unquote",
 ]
@@ -79,14 +79,6 @@ def parse_agent_list(spec: str) -> tuple[str, ...]:
     if duplicates:
         raise MagicInputError(f"agent {duplicates[0]!r} is listed twice")
     return names
-
-
-def template_names(text: str) -> list[str]:
-    """The root variable names a template uses, in order of first use."""
-    seen: dict[str, None] = {}
-    for match in _TEMPLATE.finditer(text):
-        seen.setdefault(match["name"].split(".")[0], None)
-    return list(seen)
 
 
 def to_prompt_text(value: object) -> str:
@@ -208,7 +200,7 @@ def parse_line(line: str) -> LineCommand:
         if len(rest) > 1:
             raise _usage_error("%agent budget takes one amount in dollars, or 'off'")
         if rest and rest[0].lower() != "off":
-            _parse_dollars(rest[0])
+            parse_dollars(rest[0])
         return LineCommand("budget", rest)
     if head == "chat":
         if len(rest) != 2 or rest[0] != "reset":
@@ -232,7 +224,8 @@ def _parse_cache_args(rest: tuple[str, ...]) -> tuple[str, ...]:
     raise _usage_error(f"%agent cache {' '.join(rest)}: not understood")
 
 
-def _parse_dollars(text: str) -> float:
+def parse_dollars(text: str) -> float:
+    """A dollar amount such as `2`, `0.5` or `$1.25`."""
     try:
         value = float(text.lstrip("$"))
     except ValueError:
@@ -240,14 +233,3 @@ def _parse_dollars(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise _usage_error(f"a budget must be a non-negative amount, got {text!r}")
     return value
-
-
-def parse_dollars(text: str) -> float:
-    """A dollar amount such as `2`, `0.5` or `$1.25`."""
-    return _parse_dollars(text)
-
-
-def unknown_names(names: Iterable[str], known: Iterable[str]) -> list[str]:
-    """The names not in `known`, in order."""
-    pool = set(known)
-    return [n for n in names if n not in pool]

@@ -194,9 +194,6 @@ class RateCard:
         """The price of a model id (dated ids map to their family), or None when it is unpriced."""
         return self._models.get(model) or self._models.get(normalize_model_id(model))
 
-    def is_priced(self, model: str) -> bool:
-        return self.lookup(model) is not None
-
     def _unpriced(self, model: str) -> float:
         with self._lock:
             first = model not in self._warned

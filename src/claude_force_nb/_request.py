@@ -56,10 +56,6 @@ class MessageRequest:
     cache_ttl: CacheTTL = "5m"
     metadata: Mapping[str, Any] | None = None
 
-    def text_length(self) -> int:
-        """Characters of prompt text (system plus every turn): the basis of token estimates."""
-        return len(self.system) + sum(len(m.content) for m in self.messages)
-
     def utf8_length(self) -> int:
         """Bytes of prompt text in UTF-8: an upper bound on its BPE token count (each token is >= 1 byte)."""
         return len(self.system.encode()) + sum(len(m.content.encode()) for m in self.messages)

@@ -3,7 +3,8 @@ decision of the exact request it sends (model and limits by precedence, system p
 turn, whether to mark the system prompt for Anthropic prompt caching).
 
 Kept apart from the orchestrator, which only schedules: everything here is deterministic and cheap, so it
-is tested as tables and reused by `orch.build_request()` to show exactly what a call would send.
+is unit-tested without a server or an event loop, and reused by `orch.build_request()` to show exactly what
+a call would send.
 """
 
 from __future__ import annotations

@@ -83,5 +83,5 @@ def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 
 
 def pending_tasks() -> int:
-    """How many spawned tasks have not finished (used by tests and the session's shutdown)."""
+    """How many spawned tasks have not finished (a diagnostic: the kernel tests check none is left)."""
     return sum(not t.done() for t in _tasks)

@@ -11,9 +11,9 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from claude_force_nb import define_agent
+from claude_force_nb import AgentRunFailed, define_agent
 from claude_force_nb._display import AgentRun
-from claude_force_nb._magic import AgentMagics, AgentRunFailed, BackgroundRun
+from claude_force_nb._magic import AgentMagics, BackgroundRun
 from claude_force_nb.sim import Fault, Simulator
 
 

@@ -12,7 +12,10 @@ import pytest
 from claude_force_nb import (
     AgentResult,
     AsyncAgentOrchestrator,
+    BudgetExceededError,
+    CallFailedError,
     CallSpec,
+    ClaudeForceError,
     ConfigError,
     RateCard,
     RetryPolicy,
@@ -452,8 +455,31 @@ def test_result_renders_as_markdown() -> None:
     bad = AgentResult(agent_name="a", success=False, errors=["boom"], status="failed")
     assert ok._repr_markdown_().startswith("**hi**") and "$0.5000" in ok._repr_markdown_()
     assert "**a failed:** boom" in bad._repr_markdown_()
-    with pytest.raises(RuntimeError, match="boom"):
-        bad.raise_for_error()
+    assert ok.raise_for_error() is ok
+
+
+def test_raise_for_error_always_raises_the_packages_own_errors() -> None:
+    """A failed result raises a ClaudeForceError: its own error when it is one of the package's, otherwise
+    CallFailedError naming the agent, with the original (if any) as the cause."""
+    refused = AgentResult(
+        agent_name="a",
+        success=False,
+        errors=["over"],
+        status="refused",
+        exception=BudgetExceededError("over"),
+    )
+    with pytest.raises(BudgetExceededError, match="over"):
+        refused.raise_for_error()
+    cancelled = AgentResult(agent_name="a", success=False, errors=["cancelled"], status="cancelled")
+    with pytest.raises(CallFailedError, match="a: cancelled") as info:
+        cancelled.raise_for_error()
+    assert info.value.result is cancelled
+    invalid = AgentResult(
+        agent_name="b", success=False, errors=["bad"], status="invalid", exception=TypeError("bad")
+    )
+    with pytest.raises(ClaudeForceError, match="b: bad") as info:
+        invalid.raise_for_error()
+    assert isinstance(info.value.__cause__, TypeError)
 
 
 async def test_queued_calls_do_not_hold_the_budget(sim: Simulator) -> None:

@@ -10,12 +10,14 @@ from ._calls import CallSpec
 from ._display import AgentRun
 from ._events import EventBus, RunEvent
 from ._exceptions import (
+    AgentRunFailed,
     APICallError,
     AttemptTimeoutError,
     BackendError,
     BudgetExceededError,
     BundleError,
     CacheMiss,
+    CallFailedError,
     ClaudeForceError,
     ConfigError,
     ConnectionFailedError,
@@ -39,6 +41,7 @@ __all__ = [
     "AgentPanel",
     "AgentResult",
     "AgentRun",
+    "AgentRunFailed",
     "AgentSpec",
     "AsyncAgentOrchestrator",
     "AttemptTimeoutError",
@@ -48,6 +51,7 @@ __all__ = [
     "CacheHit",
     "CacheMiss",
     "CacheStats",
+    "CallFailedError",
     "CallSpec",
     "ChatMessage",
     "ClaudeForceError",

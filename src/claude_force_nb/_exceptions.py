@@ -7,6 +7,8 @@ ClaudeForceError
 ├── BudgetExceededError                a call refused before dispatch: it could push spend past the budget
 ├── CacheMiss                          replay mode: the answer is not in the cache, and no call is allowed
 ├── BundleError (ValueError)           a replay bundle that is malformed, oversized, or fails its checksums
+├── CallFailedError                    `AgentResult.raise_for_error()` on a call that did not succeed
+├── AgentRunFailed                     a `%%agent` cell whose calls did not all succeed (raised at its end)
 └── BackendError                       the API call itself failed (after translation from the SDK)
     ├── APICallError                   the API answered with an error (status, error type, retry hints)
     ├── ConnectionFailedError          no answer: connection refused/reset, stream cut short
@@ -21,15 +23,23 @@ layer turns user-input errors (ConfigError, UnknownAgentError, bad options) into
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._retry import is_retryable_status
+
+if TYPE_CHECKING:
+    from ._display import AgentRun
+    from ._results import AgentResult
 
 __all__ = [
     "APICallError",
+    "AgentRunFailed",
     "AttemptTimeoutError",
     "BackendError",
     "BudgetExceededError",
     "BundleError",
     "CacheMiss",
+    "CallFailedError",
     "ClaudeForceError",
     "ConfigError",
     "ConnectionFailedError",
@@ -68,6 +78,36 @@ class CacheMiss(ClaudeForceError):
 
 class BundleError(ClaudeForceError, ValueError):
     """A replay bundle was refused; the message names the entry at fault."""
+
+
+class CallFailedError(ClaudeForceError):
+    """A call did not succeed and its result was asked to raise; `.result` is that AgentResult.
+
+    Raised by `AgentResult.raise_for_error()` when the call's own error is not one of this package's (a
+    cancelled call, an invalid item, a custom backend's bug); the original, if any, is the `__cause__`.
+    """
+
+    def __init__(self, result: AgentResult) -> None:
+        super().__init__(f"{result.agent_name}: {result.error or result.status}")
+        self.result = result
+
+
+class AgentRunFailed(ClaudeForceError):
+    """Some calls of a `%%agent` cell failed. `.run` holds every result, the finished ones included."""
+
+    def __init__(self, run: AgentRun) -> None:
+        failed = run.failed
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        super().__init__(
+            f"{len(failed)} of {len(run.results)} calls failed; "
+            f"{first.agent_name}: {first.error or first.status}{more}. "
+            "Finished results are in `_agent_last` (and -o/capture variables)."
+        )
+        self.run = run
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return [f"AgentRunFailed: {self}"]
 
 
 class BackendError(ClaudeForceError):

@@ -26,7 +26,7 @@ from ._calls import CallSpec
 from ._config import DEFAULT_MODEL
 from ._display import AgentRun, StreamView, TableView, figure_png, format_cost
 from ._events import RunEvent
-from ._exceptions import ClaudeForceError, ConfigError
+from ._exceptions import AgentRunFailed, ClaudeForceError, ConfigError
 from ._limits import Budget
 from ._loop import run_blocking, spawn
 from ._orchestrator import AsyncAgentOrchestrator
@@ -48,24 +48,6 @@ from ._results import AgentResult
 from ._session import NotebookSession, SessionSettings, get_session, validate_settings
 
 __all__ = ["AgentMagics", "AgentRunFailed", "BackgroundRun", "load_ipython_extension"]
-
-
-class AgentRunFailed(ClaudeForceError):
-    """Some calls of a `%%agent` cell failed. `.run` holds every result, the finished ones included."""
-
-    def __init__(self, run: AgentRun) -> None:
-        failed = run.failed
-        first = failed[0]
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        super().__init__(
-            f"{len(failed)} of {len(run.results)} calls failed; "
-            f"{first.agent_name}: {first.error or first.status}{more}. "
-            "Finished results are in `_agent_last` (and -o/capture variables)."
-        )
-        self.run = run
-
-    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
-        return [f"AgentRunFailed: {self}"]
 
 
 @dataclass

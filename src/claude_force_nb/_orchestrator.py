@@ -19,7 +19,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -67,17 +67,20 @@ from ._exceptions import (
 )
 from ._limits import Budget, PrioritySlots, RateLimiter, Reservation
 from ._pricing import RateCard
-from ._records import AttemptSpan, RunLog, RunRecord, new_run_id
+from ._records import AttemptSpan, RunLog, RunRecord, RunStatus, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
 from ._results import AgentResult, WorkflowResult
 from ._retry import RetryPolicy, backoff_delay
 
 if TYPE_CHECKING:
-    from ._cache import ResponseCache
+    from ._cache import CacheHit, ResponseCache
 
 __all__ = ["AsyncAgentOrchestrator"]
 
 log = logging.getLogger("claude_force_nb")
+
+IndexedTextCallback = Callable[[int, str], None]
+"""`on_text` of a batch or workflow: called with the call's (or step's) index and each text delta."""
 
 _PLACEHOLDER_KEY = "no-key-needed"  # sent to a base_url endpoint (simulator, proxy) when no key is set
 
@@ -323,7 +326,7 @@ class AsyncAgentOrchestrator:
         *,
         use_cache: bool = True,
         refresh: bool = False,
-        on_text: Any = None,
+        on_text: IndexedTextCallback | None = None,
     ) -> list[AgentResult]:
         """Run many calls concurrently (up to `max_concurrent` at once); results come back in input order.
 
@@ -368,7 +371,7 @@ class AsyncAgentOrchestrator:
         *,
         use_cache: bool = True,
         refresh: bool = False,
-        on_text: Any = None,
+        on_text: IndexedTextCallback | None = None,
         steps: Sequence[str] | None = None,
         template: CallSpec | None = None,
     ) -> WorkflowResult:
@@ -620,7 +623,7 @@ class AsyncAgentOrchestrator:
         if completion.ttft_s is not None:
             record.ttft_s = completion.ttft_s
 
-    def _finish(self, record: RunRecord, status: Any, *, started: float | None = None) -> None:
+    def _finish(self, record: RunRecord, status: RunStatus, *, started: float | None = None) -> None:
         now = time.time()
         record.status = status
         record.finished_at = now
@@ -633,7 +636,9 @@ class AsyncAgentOrchestrator:
         if self.enable_tracking:
             self.runs.finished(record)
 
-    async def _cache_lookup(self, cache: ResponseCache, request: MessageRequest, agent: str) -> Any:
+    async def _cache_lookup(
+        self, cache: ResponseCache, request: MessageRequest, agent: str
+    ) -> CacheHit | None:
         try:
             return await cache.aget(request, agent=agent)
         except Exception:  # a broken cache must not break calls: treat it as a miss, loudly

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
+from ._exceptions import CallFailedError, ClaudeForceError
 from ._records import RunRecord
 
 if TYPE_CHECKING:
@@ -90,11 +91,15 @@ class AgentResult:
         return self.errors[0] if self.errors else None
 
     def raise_for_error(self) -> AgentResult:
-        """Raise the call's error if it failed; return self otherwise (so it chains)."""
+        """Raise if the call did not succeed; return self otherwise (so it chains).
+
+        Always a `ClaudeForceError`: the call's own error when it is one of the package's (APICallError,
+        BudgetExceededError, CacheMiss...), else `CallFailedError` with the original as its cause.
+        """
         if not self.success:
-            if self.exception is not None:
+            if isinstance(self.exception, ClaudeForceError):
                 raise self.exception
-            raise RuntimeError(f"{self.agent_name}: {self.error or self.status}")
+            raise CallFailedError(self) from self.exception
         return self
 
     def summary(self) -> str:

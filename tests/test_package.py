@@ -1,11 +1,19 @@
-"""The public facade: exports, lazy heavy imports, and the extension's load time."""
+"""The public facade: exports, lazy heavy imports, the layering rule, and the extension's load time."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import claude_force_nb
+from claude_force_nb.sim import Simulator
+
+PACKAGE = Path(claude_force_nb.__file__).parent
+EDGE_MODULES = frozenset({"_magic", "_panel", "_display", "_plots"})
+"""The notebook edge (docs/architecture.md): the only modules that may use IPython, widgets or matplotlib."""
+NOTEBOOK_LIBRARIES = ("IPython", "ipywidgets", "ipykernel", "traitlets", "matplotlib")
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -44,3 +52,63 @@ def test_load_ext_does_not_load_pandas_matplotlib_widgets_or_the_sdk() -> None:
     lines = out.strip().splitlines()
     assert lines[-2] == "[]"
     assert lines[-1] == "True True"
+
+
+def _runtime_imports(tree: ast.Module, module: str) -> list[str]:
+    """Absolute names a module imports at run time (anywhere, functions included; not under TYPE_CHECKING)."""
+    package = module.split(".")
+    names: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level] if node.level else []
+            target = ".".join([*base, *([node.module] if node.module else [])])
+            names.extend(f"{target}.{alias.name}" if not node.module else target for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return names
+
+
+def test_the_core_imports_no_notebook_library_nor_the_edge() -> None:
+    """No core module imports IPython, ipywidgets, traitlets, matplotlib or an edge module, even lazily."""
+    offences = []
+    core = [p for p in PACKAGE.rglob("*.py") if p.stem not in EDGE_MODULES and p.name != "__init__.py"]
+    assert len(core) > 30
+    for path in core:
+        module = ".".join(["claude_force_nb", *path.relative_to(PACKAGE).with_suffix("").parts])
+        for name in _runtime_imports(ast.parse(path.read_text()), module):
+            parts = name.split(".")
+            if parts[0] in NOTEBOOK_LIBRARIES or (
+                parts[0] == "claude_force_nb" and EDGE_MODULES & set(parts)
+            ):
+                offences.append(f"{module} imports {name}")
+    assert offences == []
+
+
+def test_calls_cache_batches_and_workflows_load_no_notebook_library(sim: Simulator) -> None:
+    """Running the core end to end in a fresh interpreter (calls, a cache hit, a batch, a workflow, the
+    runs frame) imports none of IPython, ipywidgets, traitlets or matplotlib."""
+    code = (
+        "import asyncio, sys\n"
+        "from claude_force_nb import AsyncAgentOrchestrator, define_agent\n"
+        "async def main():\n"
+        "    define_agent('a', 'Answer briefly.')\n"
+        f"    async with AsyncAgentOrchestrator(base_url={sim.base_url!r}) as orch:\n"
+        "        assert (await orch.execute_agent('a', 'q')).success\n"
+        "        assert (await orch.execute_agent('a', 'q')).cached\n"
+        "        assert all(r.success for r in await orch.execute_multiple([('a', 'x'), ('a', 'y')]))\n"
+        "        assert (await orch.run_workflow('w', 't', steps=['a', 'a'])).success\n"
+        "        assert len(orch.runs.to_frame()) == 6\n"
+        "asyncio.run(main())\n"
+        f"print(sorted(m for m in {NOTEBOOK_LIBRARIES!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

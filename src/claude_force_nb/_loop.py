@@ -1,8 +1,9 @@
 """Running the orchestrator's coroutines from synchronous notebook code, on the kernel's own loop.
 
 ipykernel runs each cell inside its running asyncio loop, so `asyncio.run()` fails there. Our choice (see
-STYLE.md): the orchestrator lives on the kernel's loop, so a blocking `%%agent`, a background `--bg` run, the
-panel's Run button and a top-level `await orch.execute_agent(...)` all share one loop and one connection pool.
+"One event loop" in docs/architecture.md): the orchestrator lives on the kernel's loop, so a blocking
+`%%agent`, a background `--bg` run, the panel's Run button and a top-level `await orch.execute_agent(...)`
+all share one loop and one connection pool.
 
 - `run_blocking(coro)`: drive `coro` to completion from synchronous code. Inside a running loop it re-enters
   the loop with `nest_asyncio2`, applied lazily here at the first blocking run, never at import. Outside any

@@ -3,7 +3,8 @@
 Every `plot_*` function takes the runs frame (`RunLog.to_frame()`, one row per call), draws on the `ax` it is
 given, or on a new figure when `ax` is None, and returns that Axes. Nothing here calls `plt.show()`, picks a
 backend or changes global rcParams: the notebook (or `%agent plot`) decides how a figure is shown. matplotlib,
-numpy and pandas are imported inside the functions, so importing this module is free (STYLE principle 2).
+numpy and pandas are imported inside the functions, so importing this module is free (the layering rule
+in docs/architecture.md).
 
 Conventions shared by the charts:
 

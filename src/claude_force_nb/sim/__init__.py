@@ -9,7 +9,9 @@
         sim.stats()["by_status"]                                     # {429: 2, 200: 1}
 
 What it speaks: POST /v1/messages (JSON and SSE streaming, with the real event sequence), POST
-/v1/messages/count_tokens, and admin endpoints under /_sim/ (health, stats, requests, config, script, reset).
+/v1/messages/count_tokens, the Message Batches endpoints under /v1/messages/batches (create, retrieve, list
+with after_id/before_id/limit, cancel, delete, JSONL results; see `_batches.py`), and admin endpoints
+under /_sim/ (health, stats, requests, config, script, reset).
 Answers are deterministic for a request and seed, and open with "[simulated <model>]" so they can never be
 mistaken for real output. Token counts follow `estimate_tokens` (ceil(len/4)); `count_input_tokens`
 documents the full input formula. Prompt caching, rate limits and faults behave like the real service's.
@@ -32,6 +34,11 @@ SimConfig fields (all keyword-only, also accepted as `serve(**options)`):
                            what the "5m" and "1h" cache TTLs last (shorten them in tests)
     record_limit           how many recent requests `Simulator.requests` keeps
     stream_chunk_tokens    tokens per text_delta event when streaming
+    batch_items_per_s      how fast a batch's requests are processed, counted from its creation (0 = never)
+    batch_error_rate       probability that a batch item ends `errored` (a retryable overloaded_error)
+    batch_expiry_s         when an unfinished batch expires (24 h, as the real service)
+    batch_max_requests, batch_max_bytes
+                           a batch's size limits (100,000 requests, 256 MB); set them small to test splitting
 
 Run it by hand with `python -m claude_force_nb.sim --port 8765`; see `--help`.
 This package never imports the anthropic SDK: the server only needs JSON.

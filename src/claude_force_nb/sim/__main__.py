@@ -61,6 +61,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--cache-ttl-1h", type=float, dest="cache_ttl_1h_s", metavar="S", help="the '1h' TTL, seconds"
     )
     p.add_argument(
+        "--batch-speed",
+        type=float,
+        dest="batch_items_per_s",
+        metavar="N",
+        help="batch items processed per second",
+    )
+    p.add_argument("--batch-error-rate", type=float, metavar="P", help="probability a batch item errors")
+    p.add_argument(
+        "--batch-expiry", type=float, dest="batch_expiry_s", metavar="S", help="batch expiry, seconds"
+    )
+    p.add_argument("--batch-max-requests", type=int, metavar="N", help="most requests in one batch")
+    p.add_argument("--batch-max-bytes", type=int, metavar="N", help="largest batch body, in bytes")
+    p.add_argument(
         "--config-json", metavar="JSON", help="a full SimConfig as JSON; the flags above override it"
     )
     p.add_argument("--exit-on-stdin-eof", action="store_true", help="stop when stdin closes (parent gone)")
@@ -88,6 +101,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "min_cache_tokens",
         "cache_ttl_5m_s",
         "cache_ttl_1h_s",
+        "batch_items_per_s",
+        "batch_error_rate",
+        "batch_expiry_s",
+        "batch_max_requests",
+        "batch_max_bytes",
     ):
         value = getattr(args, name)
         if value is not None:

@@ -16,6 +16,10 @@ from typing import Any
 from ._faults import FAULT_KINDS
 
 __all__ = [
+    "DEFAULT_BATCH_EXPIRY_S",
+    "DEFAULT_BATCH_ITEMS_PER_S",
+    "DEFAULT_BATCH_MAX_BYTES",
+    "DEFAULT_BATCH_MAX_REQUESTS",
     "DEFAULT_CACHE_TTL_1H_S",
     "DEFAULT_CACHE_TTL_5M_S",
     "DEFAULT_HANG_S",
@@ -40,6 +44,11 @@ DEFAULT_CACHE_TTL_5M_S = 300.0
 DEFAULT_CACHE_TTL_1H_S = 3600.0
 DEFAULT_RECORD_LIMIT = 1000
 DEFAULT_STREAM_CHUNK_TOKENS = 3
+# Message Batches: the real service's limits and expiry; processing speed is the simulator's own knob.
+DEFAULT_BATCH_ITEMS_PER_S = 1000.0
+DEFAULT_BATCH_EXPIRY_S = 24 * 3600.0
+DEFAULT_BATCH_MAX_REQUESTS = 100_000
+DEFAULT_BATCH_MAX_BYTES = 256 * 1024 * 1024
 
 # "status" needs a status code, which a bare probability cannot carry; script it instead.
 _RATE_FAULT_KINDS = FAULT_KINDS - {"status"}
@@ -89,6 +98,11 @@ class SimConfig:
     cache_ttl_1h_s: float = DEFAULT_CACHE_TTL_1H_S
     record_limit: int = DEFAULT_RECORD_LIMIT
     stream_chunk_tokens: int = DEFAULT_STREAM_CHUNK_TOKENS
+    batch_items_per_s: float = DEFAULT_BATCH_ITEMS_PER_S
+    batch_error_rate: float = 0.0
+    batch_expiry_s: float = DEFAULT_BATCH_EXPIRY_S
+    batch_max_requests: int = DEFAULT_BATCH_MAX_REQUESTS
+    batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -118,6 +132,17 @@ class SimConfig:
         object.__setattr__(self, "min_cache_tokens", self._normalize_min_cache(self.min_cache_tokens))
         _check_int("record_limit", self.record_limit, minimum=0)
         _check_int("stream_chunk_tokens", self.stream_chunk_tokens, minimum=1)
+        object.__setattr__(self, "batch_expiry_s", _check_seconds("batch_expiry_s", self.batch_expiry_s))
+        speed = self.batch_items_per_s
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.0 <= speed < math.inf:
+            raise ValueError(f"batch_items_per_s must be a finite number >= 0 (0: never), got {speed!r}")
+        object.__setattr__(self, "batch_items_per_s", float(speed))
+        rate = self.batch_error_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"batch_error_rate must be a probability in [0, 1], got {rate!r}")
+        object.__setattr__(self, "batch_error_rate", float(rate))
+        _check_int("batch_max_requests", self.batch_max_requests, minimum=1)
+        _check_int("batch_max_bytes", self.batch_max_bytes, minimum=1)
 
     @staticmethod
     def _normalize_models(models: object) -> frozenset[str] | None:

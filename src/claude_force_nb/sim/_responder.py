@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -123,6 +123,29 @@ class Responder:
         )
         return text, stop_reason, stop_sequence, usage
 
+    def batch_message(self, scope: str, parsed: MessagesRequest) -> dict[str, Any]:
+        """One succeeded batch item's Message, made as /v1/messages would make it, at once (no latency) and
+        with the batch path's own prompt cache (a prefix cached by ordinary calls is not read by a batch)."""
+        prompt = analyze_prompt(parsed.tools, parsed.system, parsed.messages, parsed.cache_control)
+        plan = self._state.batch_cache_plan(scope=scope, model=parsed.model, prompt=prompt)
+        body, usage = self._message(parsed, prompt, plan)
+        self._state.count_batch_usage(usage)
+        return body
+
+    def _message(
+        self, parsed: MessagesRequest, prompt: PromptTokens, plan: CachePlan
+    ) -> tuple[dict[str, Any], Usage]:
+        text, stop_reason, stop_sequence, usage = self._produce(parsed, prompt, plan)
+        body = message_body(
+            message_id=new_id("msg"),
+            model=parsed.model,
+            text=text if parsed.max_tokens else None,
+            stop_reason=stop_reason,
+            stop_sequence=stop_sequence,
+            usage=usage,
+        )
+        return body, usage
+
     async def respond(
         self,
         request_id: str,
@@ -133,18 +156,10 @@ class Responder:
         out: Outcome,
     ) -> web.Response:
         """The non-streaming answer, after ttft_s + per_token_s * output_tokens."""
-        text, stop_reason, stop_sequence, usage = self._produce(parsed, prompt, plan)
+        body, usage = self._message(parsed, prompt, plan)
         delay = self._config.ttft_s + self._config.per_token_s * usage.output_tokens
         if delay > 0:
             await asyncio.sleep(delay)
-        body = message_body(
-            message_id=new_id("msg"),
-            model=parsed.model,
-            text=text if parsed.max_tokens else None,
-            stop_reason=stop_reason,
-            stop_sequence=stop_sequence,
-            usage=usage,
-        )
         headers = {"content-type": "application/json", "request-id": request_id, **limit_headers}
         out.status = 200
         out.usage = usage

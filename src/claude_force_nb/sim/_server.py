@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from ._batch_routes import BatchRoutes
 from ._config import SimConfig
 from ._faults import DEFAULT_AFTER_TOKENS, Fault, error_type_for_status
 from ._ratelimit import RateLimited
@@ -74,9 +75,11 @@ class SimServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the base URL (the real port when config.port is 0)."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        # A batch body may be larger than a message body (256 MB); /v1/messages checks its own 32 MB.
+        app = web.Application(client_max_size=max(_MAX_BODY_BYTES, self.config.batch_max_bytes + 1024))
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        BatchRoutes(self).register(app)
         app.router.add_get("/_sim/health", self._health)
         app.router.add_get("/_sim/stats", self._stats)
         app.router.add_get("/_sim/requests", self._requests)
@@ -158,6 +161,8 @@ class SimServer:
         request_id = new_id("req")
         try:
             body, data = await self._read(request)
+            if len(body) > _MAX_BODY_BYTES:
+                raise web.HTTPRequestEntityTooLarge(max_size=_MAX_BODY_BYTES, actual_size=len(body))
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "request_too_large", "Request exceeds the maximum size", request_id)
         record = self._record(request, request_id, data)

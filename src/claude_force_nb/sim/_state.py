@@ -1,4 +1,4 @@
-"""SimState: everything the server remembers between requests, behind one lock.
+"""SimState: everything the server remembers between requests, behind one lock (the batches have their own).
 
 The server's event loop and the test's thread both touch this object (the test calls `script()`, `stats()`,
 `reset()` while requests are in flight), so every method takes the lock, does a few dictionary operations and
@@ -13,6 +13,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from ._batches import BatchBook
 from ._cache import NO_CACHE, CachePlan, PromptCache
 from ._config import SimConfig
 from ._faults import Fault, FaultSchedule
@@ -36,6 +37,12 @@ _COUNTERS = (
     "output_tokens",
     "in_flight",
     "peak_in_flight",
+    "batch_calls",
+    "batch_items",
+    "batch_input_tokens",
+    "batch_cache_read_tokens",
+    "batch_cache_write_tokens",
+    "batch_output_tokens",
 )
 
 
@@ -57,6 +64,7 @@ class SimState:
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._by_status: Counter[int] = Counter()
         self._faults: Counter[str] = Counter()
+        self.batches = BatchBook(config)
 
     # -- the server's side ---------------------------------------------------------------------------------
 
@@ -104,6 +112,49 @@ class SimState:
             if plan.touches:
                 self._cache.commit(plan, now)
             return plan, None, headers
+
+    def batch_arrive(self, record: dict[str, Any], match_text: bytes) -> Fault | None:
+        """Count and record a /v1/messages/batches call and pick its fault (matched on path + body)."""
+        with self._lock:
+            self._records.append(record)
+            self._counts["batch_calls"] += 1
+            fault = self._schedule.next_fault(match_text)
+            if fault is not None:
+                self._faults[fault.kind] += 1
+                record["fault"] = fault.kind
+            return fault
+
+    def batch_finish(self, record: dict[str, Any], status: int) -> None:
+        with self._lock:
+            record["status"] = status
+            self._by_status[status] += 1
+
+    def batch_cache_plan(self, *, scope: str, model: str, prompt: PromptTokens) -> CachePlan:
+        """Plan and commit a batch item's prompt-cache use in the batch path's own scope (no rate limits:
+        batch items are not admitted one by one)."""
+        if not prompt.breakpoints:
+            return NO_CACHE
+        now = time.monotonic()
+        with self._lock:
+            plan = self._cache.plan(
+                scope=f"batch:{scope}",
+                model=model,
+                breakpoints=prompt.breakpoints,
+                min_tokens=self.config.min_cache_tokens_for(model),
+                now=now,
+            )
+            if plan.touches:
+                self._cache.commit(plan, now)
+            return plan
+
+    def count_batch_usage(self, usage: Usage) -> None:
+        with self._lock:
+            counts = self._counts
+            counts["batch_items"] += 1
+            counts["batch_input_tokens"] += usage.input_tokens
+            counts["batch_cache_read_tokens"] += usage.cache_read_tokens
+            counts["batch_cache_write_tokens"] += usage.cache_write_tokens
+            counts["batch_output_tokens"] += usage.output_tokens
 
     def finish(
         self,
@@ -173,3 +224,4 @@ class SimState:
             self._schedule.reset()
             self._cache.clear()
             self._limiter.reset(time.monotonic())
+            self.batches = BatchBook(self.config)

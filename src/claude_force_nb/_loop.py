@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -28,7 +29,9 @@ __all__ = ["current_loop", "run_blocking", "spawn"]
 T = TypeVar("T")
 
 _private_loop: asyncio.AbstractEventLoop | None = None
-_patched: set[int] = set()
+# The loops patched so far, held weakly: keyed by the loop itself, never by `id(loop)`, which a new loop can
+# reuse once an old one is gone (and would then be wrongly taken as patched).
+_patched: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 _tasks: set[asyncio.Task[Any]] = set()
 _lock = threading.Lock()
 
@@ -48,12 +51,12 @@ def current_loop() -> asyncio.AbstractEventLoop:
 
 def _allow_reentry(loop: asyncio.AbstractEventLoop) -> None:
     """Patch `loop` with nest_asyncio2 so run_until_complete works while it is already running (once)."""
-    if id(loop) in _patched:
+    if loop in _patched:
         return
     import nest_asyncio2
 
     nest_asyncio2.apply(loop)
-    _patched.add(id(loop))
+    _patched.add(loop)
 
 
 def run_blocking(coro: Coroutine[Any, Any, T]) -> T:

@@ -226,6 +226,36 @@ async def test_budget_is_never_exceeded_and_refusals_are_not_sent(sim: Simulator
     assert orch.budget.reserved_usd == pytest.approx(0.0)
 
 
+def referee_spend(sim: Simulator, model: str) -> float:
+    """What the simulator says it served, priced: the spend recomputed without the product's counters."""
+    stats = sim.stats()
+    usage = Usage(
+        input_tokens=stats["input_tokens"],
+        output_tokens=stats["output_tokens"],
+        cache_creation_input_tokens=stats["cache_write_tokens"],
+        cache_read_input_tokens=stats["cache_read_tokens"],
+    )
+    return RateCard.default().cost(model, usage)
+
+
+async def test_concurrent_calls_wait_for_held_budget_instead_of_being_refused(sim: Simulator) -> None:
+    """300 calls at concurrency 50 on a $0.10 budget use at least 90% of it (by the simulator's count): a
+    call that fits once the calls in flight settle waits for them instead of being refused."""
+    define_agent("a", "x")
+    model = "claude-sonnet-4-6"
+    async with make_orchestrator(
+        sim, budget_usd=0.10, max_concurrent=50, max_tokens=500, model=model
+    ) as orch:
+        results = await orch.execute_multiple([("a", f"task {i}") for i in range(300)])
+    spent = referee_spend(sim, model)
+    assert 0.90 * 0.10 <= spent <= 0.10
+    assert spent == pytest.approx(orch.budget.spent_usd)
+    succeeded = [r for r in results if r.success]
+    assert sim.stats()["requests"] == len(succeeded)
+    assert {r.status for r in results} == {"succeeded", "refused"}
+    assert orch.budget.reserved_usd == pytest.approx(0.0) and orch.budget.waiting == 0
+
+
 async def test_budget_with_an_unpriced_model_refuses(sim: Simulator) -> None:
     """A budget cannot bound an unpriced model's cost, so the call is refused with that reason."""
     define_agent("a", "x")

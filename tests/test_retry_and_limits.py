@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -90,28 +91,80 @@ def test_retry_policy_validates() -> None:
         RetryPolicy(jitter=2)
 
 
-def test_budget_reserves_settles_and_refuses() -> None:
-    """Reservations hold money until settled; a call that would pass the limit is refused holding nothing."""
+async def test_budget_reserves_settles_and_refuses() -> None:
+    """Reservations hold money until settled; a call that could pass the limit even once every hold settled
+    at zero is refused at once, holding nothing."""
     budget = Budget(1.0)
-    first = budget.reserve(0.6, what="a")
-    with pytest.raises(BudgetExceededError, match=r"b: refused before sending.*\$0\.4000 left"):
-        budget.reserve(0.5, what="b")
+    first = await budget.reserve(0.6, what="a")
+    with pytest.raises(BudgetExceededError, match=r"b: refused before sending.*\$1\.0000 left"):
+        await budget.reserve(1.5, what="b")
     assert budget.reserved_usd == pytest.approx(0.6)
     budget.settle(first, 0.1)
     assert budget.spent_usd == pytest.approx(0.1)
     assert budget.remaining_usd == pytest.approx(0.9)
-    second = budget.reserve(0.5, what="b")
+    second = await budget.reserve(0.5, what="b")
     budget.release(second)
     budget.settle(second, 0.3)  # settling twice is a no-op
     assert budget.spent_usd == pytest.approx(0.1)
     assert budget.reserved_usd == 0
 
 
-def test_budget_refuses_unpriced_models() -> None:
+async def test_budget_waits_for_holds_to_settle_instead_of_refusing() -> None:
+    """A worst case that fits only once calls in flight settle waits for them, then is granted (or refused
+    when what they really spent leaves too little); the limit is never passed."""
+    budget = Budget(1.0)
+    held = await budget.reserve(0.6, what="a")
+    waiting = asyncio.ensure_future(budget.reserve(0.5, what="b"))
+    await asyncio.sleep(0)
+    assert not waiting.done() and budget.waiting == 1 and budget.reserved_usd == pytest.approx(0.6)
+    budget.settle(held, 0.2)
+    granted = await waiting
+    assert granted.amount == 0.5 and budget.waiting == 0
+    assert budget.spent_usd + budget.reserved_usd == pytest.approx(0.7)
+    late = asyncio.ensure_future(budget.reserve(0.5, what="c"))  # fits beside spent, not beside the hold
+    await asyncio.sleep(0)
+    assert not late.done()
+    budget.settle(granted, math.nan)  # the hold is kept whole as spent: 0.2 + 0.5 leaves 0.3 < 0.5
+    with pytest.raises(BudgetExceededError, match="c: refused before sending"):
+        await late
+    assert budget.spent_usd == pytest.approx(0.7) and budget.reserved_usd == 0 and budget.waiting == 0
+
+
+async def test_budget_waiters_go_by_priority_and_cancel_cleanly() -> None:
+    """Waiters are served by priority, then arrival; a cancelled waiter holds nothing and does not block
+    the ones behind it; raising the limit lets waiters go at once."""
+    budget = Budget(1.0)
+    held = await budget.reserve(1.0, what="all")
+    order: list[str] = []
+
+    async def wait(name: str, priority: tuple[int, ...]) -> None:
+        await budget.reserve(0.4, what=name, priority=priority)
+        order.append(name)
+
+    tasks = {
+        name: asyncio.ensure_future(wait(name, priority))
+        for name, priority in (("late-first-attempt", (1, 3)), ("retry", (0, 3)), ("cancelled", (0, 1)))
+    }
+    await asyncio.sleep(0)
+    tasks["cancelled"].cancel()
+    await asyncio.sleep(0)
+    assert budget.waiting == 2
+    budget.settle(held, 0.2)  # room for two 0.4 holds: the retry first, then the first attempt
+    await asyncio.gather(tasks["retry"], tasks["late-first-attempt"])
+    assert order == ["retry", "late-first-attempt"]
+    assert budget.reserved_usd == pytest.approx(0.8) and tasks["cancelled"].cancelled()
+    more = asyncio.ensure_future(budget.reserve(0.4, what="more"))
+    await asyncio.sleep(0)
+    assert not more.done()
+    budget.limit_usd = 2.0
+    assert (await more).amount == 0.4
+
+
+async def test_budget_refuses_unpriced_models() -> None:
     """A NaN worst case (unpriced model) cannot be bounded, so a budgeted call is refused."""
     with pytest.raises(BudgetExceededError, match="not in the rate card"):
-        Budget(5.0).reserve(math.nan, what="x")
-    Budget(None).reserve(math.nan, what="x")  # no budget, no refusal
+        await Budget(5.0).reserve(math.nan, what="x")
+    await Budget(None).reserve(math.nan, what="x")  # no budget, no refusal
 
 
 def test_token_bucket_refills_continuously() -> None:

@@ -4,9 +4,10 @@ Both live on the event loop's thread (the orchestrator's only thread), so they n
 runs between two awaits.
 
 **Budget.** Before a call is sent, its worst-case cost (every prompt token at the dearest input rate it could
-be billed at, plus `max_tokens` of output) is reserved; a call whose reservation does not fit in what is left
-is refused and never sent. When the call ends the reservation is replaced by the real cost, which can only be
-smaller, so `spent <= spent + reserved <= limit` holds at every moment.
+be billed at, plus `max_tokens` of output) is reserved. A reservation that fits only once calls in flight
+settle waits for them; one that cannot fit even then is refused and the call never sent. When the call ends
+the reservation is replaced by the real cost, which can only be smaller, so `spent <= spent + reserved <=
+limit` holds at every moment.
 
 **Rate limits.** One token bucket per configured per-minute limit (requests, input tokens, output tokens),
 refilled continuously as the API's own limiter is. Output tokens are taken at `max_tokens` up front, as the
@@ -34,6 +35,7 @@ __all__ = ["NEARLY_SPENT_FRACTION", "Budget", "PrioritySlots", "RateLimiter", "R
 NEARLY_SPENT_FRACTION = 0.05
 """A server limit with less than this fraction left counts as nearly spent."""
 _MAX_HEADER_PAUSE_S = 60.0
+_EPSILON = 1e-12  # float slack when comparing dollar sums with the limit
 
 
 @dataclass(slots=True)
@@ -42,15 +44,44 @@ class Reservation:
     open: bool = True
 
 
+@dataclass(slots=True)
+class _BudgetWaiter:
+    amount: float
+    what: str
+    future: asyncio.Future[Reservation]
+
+
 class Budget:
-    """A spending cap in dollars, enforced by reserving each call's worst case before it is sent."""
+    """A spending cap in dollars, enforced by reserving each call's worst case before it is sent.
+
+    The interface is three calls: `await reserve(worst_case)` (may wait), `settle(reservation, cost)` and
+    `release(reservation)`. A worst case that does not fit beside the reservations held now, but would fit
+    once calls in flight settle, *waits* for them (by priority, then arrival; cancellable) instead of being
+    refused, so a crowd of concurrent calls does not get turned away while most of the budget is only held.
+    It is refused only when it cannot fit even if every hold settled at zero (`spent + worst > limit`).
+    Waiters are served strictly in order, so a big call at the head is not starved by small ones behind it.
+    """
 
     def __init__(self, limit_usd: float | None) -> None:
         if limit_usd is not None and (math.isnan(limit_usd) or limit_usd < 0):
             raise ValueError(f"budget_usd must be a non-negative number, got {limit_usd}")
-        self.limit_usd = limit_usd
+        self._limit_usd = limit_usd
         self.spent_usd = 0.0
         self.reserved_usd = 0.0
+        self._waiters: list[tuple[tuple[int, ...], int, _BudgetWaiter]] = []
+        self._live = 0  # waiters not yet served or cancelled (the heap may still hold cancelled ones)
+        self._arrivals = itertools.count()
+
+    @property
+    def limit_usd(self) -> float | None:
+        return self._limit_usd
+
+    @limit_usd.setter
+    def limit_usd(self, value: float | None) -> None:
+        """A new limit applies to waiting calls at once (a raised one lets them go, a lowered one may
+        refuse them); money spent and reservations held stay."""
+        self._limit_usd = value
+        self._serve_waiters()
 
     @property
     def remaining_usd(self) -> float:
@@ -58,23 +89,48 @@ class Budget:
             return math.inf
         return max(self.limit_usd - self.spent_usd - self.reserved_usd, 0.0)
 
-    def reserve(self, worst_case_usd: float, *, what: str) -> Reservation:
-        """Hold `worst_case_usd` for a call, or raise BudgetExceededError without holding anything."""
-        if self.limit_usd is None:
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for reservations in flight to settle."""
+        return self._live
+
+    async def reserve(
+        self, worst_case_usd: float, *, what: str, priority: tuple[int, ...] = (0,)
+    ) -> Reservation:
+        """Hold `worst_case_usd` for a call, waiting while it would fit only once holds settle.
+
+        Raises BudgetExceededError, holding nothing, when it cannot fit even if every hold settled at zero
+        (at once, or later if money spent while it waited makes it so). Cancelling the wait holds nothing.
+        """
+        limit = self.limit_usd
+        if limit is None:
             return Reservation(0.0)
         if math.isnan(worst_case_usd):
             raise BudgetExceededError(
                 f"{what}: the model is not in the rate card, so its cost cannot be bounded and a budget "
                 "cannot be enforced; add its prices (pricing=...) or run without budget_usd"
             )
-        if self.spent_usd + self.reserved_usd + worst_case_usd > self.limit_usd + 1e-12:
-            raise BudgetExceededError(
-                f"{what}: refused before sending; its worst case ${worst_case_usd:.4f} exceeds the "
-                f"${self.remaining_usd:.4f} left of the ${self.limit_usd:.2f} budget "
-                f"(spent ${self.spent_usd:.4f}, ${self.reserved_usd:.4f} held by calls in flight)"
-            )
-        self.reserved_usd += worst_case_usd
-        return Reservation(worst_case_usd)
+        if self.spent_usd + worst_case_usd > limit + _EPSILON:
+            raise self._refusal(worst_case_usd, what)
+        if not self._live and self.spent_usd + self.reserved_usd + worst_case_usd <= limit + _EPSILON:
+            self.reserved_usd += worst_case_usd
+            return Reservation(worst_case_usd)
+        future: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
+        heapq.heappush(
+            self._waiters, (priority, next(self._arrivals), _BudgetWaiter(worst_case_usd, what, future))
+        )
+        self._live += 1
+        self._serve_waiters()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not future.cancelled():  # served just as it was cancelled: give a grant back
+                if future.exception() is None:
+                    self.release(future.result())
+            else:
+                self._live -= 1
+            self._serve_waiters()  # a cancelled head no longer blocks the ones behind it
+            raise
 
     def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Replace a reservation by the real cost (NaN counts as the whole reservation)."""
@@ -83,10 +139,45 @@ class Budget:
         reservation.open = False
         self.reserved_usd = max(self.reserved_usd - reservation.amount, 0.0)
         self.spent_usd += reservation.amount if math.isnan(actual_usd) else actual_usd
+        self._serve_waiters()
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back: the call was never sent."""
         self.settle(reservation, 0.0)
+
+    def _serve_waiters(self) -> None:
+        """Grant waiters in order while the head fits; refuse a head that can no longer fit at all."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters[0][2]
+            if waiter.future.done():  # cancelled while waiting
+                heapq.heappop(waiters)
+                continue
+            limit = self.limit_usd
+            if limit is None:
+                grant = Reservation(0.0)
+            elif self.spent_usd + waiter.amount > limit + _EPSILON:
+                heapq.heappop(waiters)
+                self._live -= 1
+                waiter.future.set_exception(self._refusal(waiter.amount, waiter.what))
+                continue
+            elif self.spent_usd + self.reserved_usd + waiter.amount > limit + _EPSILON:
+                return  # it fits once holds settle: wait for the next settle
+            else:
+                self.reserved_usd += waiter.amount
+                grant = Reservation(waiter.amount)
+            heapq.heappop(waiters)
+            self._live -= 1
+            waiter.future.set_result(grant)
+
+    def _refusal(self, worst_case_usd: float, what: str) -> BudgetExceededError:
+        limit = self.limit_usd or 0.0
+        return BudgetExceededError(
+            f"{what}: refused before sending; its worst case ${worst_case_usd:.4f} exceeds the "
+            f"${max(limit - self.spent_usd, 0.0):.4f} left of the ${limit:.2f} budget even once the "
+            f"calls in flight settle (spent ${self.spent_usd:.4f}, ${self.reserved_usd:.4f} held by calls "
+            "in flight)"
+        )
 
     def __repr__(self) -> str:
         limit = "none" if self.limit_usd is None else f"${self.limit_usd:.2f}"

@@ -1,10 +1,11 @@
 """`AsyncAgentOrchestrator`: the only place that schedules, retries, times out and records calls.
 
 A call goes: resolve the agent and build the request (pure) -> record it as queued -> response cache (a hit
-ends here, as a row like any other) -> wait for a concurrency slot -> reserve its worst-case cost against
-the budget (once, at its first slot) -> the rate limiter -> one attempt through the backend under a
-per-attempt deadline -> on a retryable failure, release the slot, back off (honouring `retry-after`) and try
-again -> settle the cost, store the answer in the cache, finish the record, emit the event.
+ends here, as a row like any other) -> wait for a concurrency slot -> reserve the attempt's worst-case cost
+against the budget (waiting while calls in flight hold what it needs) -> the rate limiter -> one attempt
+through the backend under a per-attempt deadline -> on a retryable failure, release the slot, back off
+(honouring `retry-after`) and try again -> settle the cost, store the answer in the cache, finish the record,
+emit the event.
 
 Everything runs on one event loop (in a notebook, the kernel's), so the budget, limiter and records need no
 locks. Cancellation at any await marks the call cancelled, settles its reservation and re-raises, so a
@@ -498,31 +499,34 @@ class AsyncAgentOrchestrator:
         self.events.emit("refused" if refused else "failed", record, error=exc)
         return AgentResult.from_record(record, exception=exc, **call.metadata)
 
-    def _reserve(
-        self, call: CallSpec, request: MessageRequest, *, retry: bool = False
-    ) -> list[tuple[Budget, Reservation]]:
-        """Reserve an attempt's worst case on the orchestrator's budget and the call's own, or on neither."""
+    async def _reserve(
+        self,
+        call: CallSpec,
+        request: MessageRequest,
+        held: list[tuple[Budget, Reservation]],
+        *,
+        priority: tuple[int, ...],
+        retry: bool = False,
+    ) -> None:
+        """Reserve an attempt's worst case on the orchestrator's budget and the call's own, into `held`.
+
+        Each reservation may wait for calls in flight to settle (see `Budget.reserve`); a refusal or a
+        cancellation leaves what was already reserved in `held`, which the caller settles at zero.
+        """
         budgets = [b for b in (self.budget, call.budget) if b is not None and b.limit_usd is not None]
         if not budgets:
-            return []
+            return
         worst = self.rate_card.worst_case_cost(
             request.model,
             prompt_tokens=worst_case_prompt_tokens(request),
             max_tokens=request.max_tokens,
             cache_write_ttl=request.cache_ttl if request.cache_system else None,
         )
-        held: list[tuple[Budget, Reservation]] = []
-        try:
-            for budget in budgets:
-                label = f"{call.agent} {'retry' if retry else 'call'}"
-                if budget is not self.budget:
-                    label += " (this run's budget)"
-                held.append((budget, budget.reserve(worst, what=label)))
-        except BudgetExceededError:
-            for budget, reservation in held:
-                budget.release(reservation)
-            raise
-        return held
+        for budget in budgets:  # always in this order, so two calls never wait on each other's holds
+            label = f"{call.agent} {'retry' if retry else 'call'}"
+            if budget is not self.budget:
+                label += " (this run's budget)"
+            held.append((budget, await budget.reserve(worst, what=label, priority=priority)))
 
     async def _attempts(
         self,
@@ -553,10 +557,12 @@ class AsyncAgentOrchestrator:
         estimate_in = -1  # computed only when a rate limit needs it
         retries = 0
         while True:
-            # Retries go before first attempts; first attempts go by agent priority (see PrioritySlots).
-            await self._slots.acquire((0 if retries else 1, priority))
+            # Retries go before first attempts; first attempts go by agent priority (see PrioritySlots). The
+            # same order holds for calls waiting for the budget.
+            order = (0 if retries else 1, priority)
+            await self._slots.acquire(order)
             try:
-                held.extend(self._reserve(call, request, retry=retries > 0))
+                await self._reserve(call, request, held, priority=order, retry=retries > 0)
                 if self.limiter.enabled or self.limiter.paused_until:
                     if estimate_in < 0:
                         estimate_in = estimate_tokens(request.system) + sum(

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
+from datetime import date, datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from claude_force_nb import ConfigError, RateCard, UnpricedModelWarning, Usage
 from claude_force_nb._pricing import normalize_model_id
 
-# The issue's table (dollars per million tokens): input, 5m write, 1h write, cache read, output.
+# The issue's table (dollars per million tokens): input, 5m write, 1h write, cache read, output, as of
+# 2026-10-01 (before the Sonnet 5.5 cache-read cut of 2026-10-07).
 ISSUE_TABLE = {
     "claude-opus-4-5": (5, 6.25, 10, 0.50, 25),
     "claude-opus-4-6": (5, 6.25, 10, 0.50, 25),
@@ -27,7 +32,9 @@ ISSUE_TABLE = {
     "claude-haiku-4-5": (1, 1.25, 2, 0.10, 5),
     "claude-haiku-5-5": (0.10, 0.125, 0.20, 0.01, 0.50),
     "claude-fable-5-1": (10, 12.50, 20, 0.25, 50),
+    "claude-fable-5-2": (8, 10, 16, 0.20, 40),
 }
+OCTOBER_1 = date(2026, 10, 1)
 
 
 @pytest.mark.parametrize(("model", "rates"), ISSUE_TABLE.items())
@@ -50,7 +57,229 @@ def test_shipped_card_matches_the_published_table(model: str, rates: tuple[float
     for usage, dollars in zip(kinds, expected, strict=True):
         if model == "claude-sonnet-4-5" and usage.prompt_tokens > 200_000:
             continue  # covered by the band test
-        assert card.cost(model, usage) == pytest.approx(dollars)
+        assert card.cost(model, usage, at=OCTOBER_1) == pytest.approx(dollars)
+
+
+_SAID = re.compile(r"(input|output|5m cache write|1h cache write|cache read) \$([0-9.]+)")
+_LABELS = {
+    "input": "input",
+    "output": "output",
+    "5m cache write": "cache_write_5m",
+    "1h cache write": "cache_write_1h",
+    "cache read": "cache_read",
+}
+_OFFICIAL = ("https://platform.claude.com/docs/", "https://docs.anthropic.com/")
+_RULE = re.compile(r"([0-9.]+)x input")
+
+
+def _shipped() -> dict[str, Any]:
+    text = resources.files("claude_force_nb").joinpath("data/rate_card.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _pinned(figures: dict[str, Any], where: str) -> None:
+    """Every figure a period (or band) gives is quoted by its `says` note or derived by a stated rule."""
+    said = {_LABELS[label]: float(value) for label, value in _SAID.findall(figures["says"])}
+    derived = {name: float(_RULE.fullmatch(rule)[1]) for name, rule in figures.get("derived", {}).items()}
+    given = {name for name in figures if name in _LABELS.values()}
+    assert given == set(said) | set(derived), f"{where}: figures without a source note"
+    assert not set(said) & set(derived), f"{where}: a figure both quoted and derived"
+    for name, value in said.items():
+        assert figures[name] == pytest.approx(value), f"{where}.{name} differs from its source note"
+    for name, factor in derived.items():
+        assert figures[name] == pytest.approx(factor * figures["input"]), f"{where}.{name} breaks its rule"
+
+
+def test_every_shipped_price_is_pinned_to_its_source_note() -> None:
+    """Each price period names a source with a public URL and quotes every figure it sets; third-party
+    sources are marked unconfirmed."""
+    data = _shipped()
+    assert data["format"] == 2
+    sources = data["sources"]
+    for key, source in sources.items():
+        assert source.get("url", "https://").startswith("https://"), key
+        official = source.get("publisher") == "Anthropic"
+        assert official == source.get("url", "").startswith(_OFFICIAL), key
+        assert official or source.get("unconfirmed") is True, f"{key}: third-party but not marked unconfirmed"
+    for model, entry in data["models"].items():
+        for i, period in enumerate(entry["prices"]):
+            where = f"{model}.prices[{i}]"
+            assert period["source"] in sources, f"{where}: unknown source {period['source']!r}"
+            assert "url" in sources[period["source"]], f"{where}: a price source needs a URL"
+            _pinned(period, where)
+            if "long_prompt" in period:
+                _pinned(period["long_prompt"], f"{where}.long_prompt")
+        if "status_source" in entry:
+            assert entry["status_source"] in sources, model
+
+
+def test_prices_follow_the_calls_date() -> None:
+    """A call is priced at the period in force on its (UTC) day: Sonnet 5.5 cache reads before and after the
+    2026-10-07 cut, given as a date, a datetime or a run record's Unix start time."""
+    card = RateCard.default()
+    reads = Usage(cache_read_input_tokens=1_000_000)
+    info = card.info("claude-sonnet-5-5")
+    assert info is not None
+    before, after = (p.base.cache_read for p in info.periods)
+    assert after < before
+    september = datetime(2026, 9, 30, 12, tzinfo=timezone.utc)
+    assert card.cost("claude-sonnet-5-5", reads, at=september) == pytest.approx(before)
+    assert card.cost("claude-sonnet-5-5", reads, at=september.timestamp()) == pytest.approx(before)
+    assert card.cost("claude-sonnet-5-5", reads, at=date(2026, 10, 6)) == pytest.approx(before)
+    assert card.cost("claude-sonnet-5-5", reads, at=date(2026, 10, 7)) == pytest.approx(after)
+    late_utc = datetime(2026, 10, 6, 23, 30, tzinfo=timezone(timedelta(hours=-2)))  # 10-07 01:30 UTC
+    assert card.cost("claude-sonnet-5-5", reads, at=late_utc) == pytest.approx(after)
+    # Sonnet 5's announced rise from 2026-09-01 was cancelled: one price before and after.
+    io = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert card.cost("claude-sonnet-5", io, at=date(2026, 8, 31)) == card.cost(
+        "claude-sonnet-5", io, at=date(2026, 9, 2)
+    )
+
+
+def test_lifecycle_follows_the_date() -> None:
+    """Sonnet 4.5 is active before 2026-09-30, deprecated until 2026-11-30 and retired from that day, with
+    Sonnet 5.5 as its replacement; its dated id and aliases say the same."""
+    card = RateCard.default()
+    statuses = [
+        card.lifecycle("claude-sonnet-4-5", at=day).status  # type: ignore[union-attr]
+        for day in (date(2026, 9, 29), date(2026, 9, 30), date(2026, 11, 29), date(2026, 11, 30))
+    ]
+    assert statuses == ["active", "deprecated", "deprecated", "retired"]
+    life = card.lifecycle("claude-sonnet-4-5-20250929", at=date(2026, 12, 1))
+    assert life is not None and life.replacement == "claude-sonnet-5-5"
+    assert "claude-sonnet-5-5" in life.message() and "retired" in life.message()
+    assert card.lifecycle("claude-sonnet-5-5", at=date(2026, 12, 1)).status == "active"  # type: ignore[union-attr]
+    assert card.lifecycle("claude-sonnet-5").status == "legacy"  # type: ignore[union-attr]
+    assert card.lifecycle("claude-opus-4-9") is None
+
+
+FORMAT_1_CARD = {
+    "format": 1,
+    "as_of": "2026-11-26",
+    "sources": ["a list of free-text notes, as format 1 had"],
+    "batch_discount": 0.5,
+    "models": {
+        "claude-haiku-4-5": {
+            "input": 1.0,
+            "cache_write_5m": 1.25,
+            "cache_write_1h": 2.0,
+            "cache_read": 0.1,
+            "output": 5.0,
+            "min_cacheable_tokens": 4096,
+        },
+        "my-model": {
+            "input": 1.0,
+            "cache_write_5m": 1.0,
+            "cache_write_1h": 1.0,
+            "cache_read": 1.0,
+            "output": 2.0,
+            "long_prompt": {
+                "above_tokens": 10,
+                "input": 9.0,
+                "cache_write_5m": 9.0,
+                "cache_write_1h": 9.0,
+                "cache_read": 9.0,
+                "output": 9.0,
+            },
+        },
+    },
+}
+
+
+def test_a_format_1_file_still_loads_as_a_card_and_as_an_override(tmp_path: Path) -> None:
+    """A user's format-1 card loads on its own (one period valid at every date) and as an override."""
+    file = tmp_path / "old.json"
+    file.write_text(json.dumps(FORMAT_1_CARD))
+    card = RateCard.from_file(file)
+    assert card.models == ("claude-haiku-4-5", "my-model")
+    small, large = Usage(input_tokens=10), Usage(input_tokens=11)
+    for day in (date(2020, 1, 1), date(2030, 1, 1)):
+        assert card.cost("my-model", small, at=day) == pytest.approx(10 / 1e6)
+        assert card.cost("my-model", large, at=day) == pytest.approx(11 * 9 / 1e6)
+    assert card.lifecycle("my-model").status == "active"  # type: ignore[union-attr]
+    merged = RateCard.default().with_overrides(file)
+    assert merged.cost("my-model", small) == pytest.approx(10 / 1e6)
+    # An override of a dated model replaces its prices at every date, keeping its lifecycle.
+    cheap = RateCard.default().with_overrides({"claude-sonnet-5-5": {"cache_read": 0.05}})
+    reads = Usage(cache_read_input_tokens=1_000_000)
+    assert cheap.cost("claude-sonnet-5-5", reads, at=date(2026, 9, 29)) == pytest.approx(0.05)
+    assert cheap.cost("claude-sonnet-5-5", Usage(output_tokens=1_000_000)) == pytest.approx(
+        RateCard.default().cost("claude-sonnet-5-5", Usage(output_tokens=1_000_000))
+    )
+    assert cheap.lifecycle("claude-sonnet-4-5-20250929") == RateCard.default().lifecycle("claude-sonnet-4-5")
+
+
+def test_a_format_2_override_adds_dated_periods_and_a_lifecycle() -> None:
+    """An override in format 2 sets a model's periods, status, retirement date and replacement."""
+    card = RateCard.default().with_overrides(
+        {
+            "claude-house-1": {
+                "retires": "2030-01-01",
+                "deprecated": "2029-06-01",
+                "replacement": "claude-sonnet-5-5",
+                "aliases": ["house-latest"],
+                "prices": [
+                    {
+                        "from": "2029-01-01",
+                        "input": 1,
+                        "cache_write_5m": 1,
+                        "cache_write_1h": 1,
+                        "cache_read": 1,
+                        "output": 1,
+                    },
+                    {"from": "2029-07-01", "input": 2},
+                ],
+            }
+        }
+    )
+    one = Usage(input_tokens=1_000_000)
+    assert card.cost("house-latest", one, at=date(2029, 6, 30)) == pytest.approx(1.0)
+    assert card.cost("claude-house-1", one, at=date(2029, 7, 1)) == pytest.approx(2.0)
+    assert card.lifecycle("house-latest", at=date(2029, 6, 1)).status == "deprecated"  # type: ignore[union-attr]
+    assert card.lifecycle("house-latest", at=date(2030, 1, 1)).status == "retired"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {
+                "status": "sunset",
+                "prices": [
+                    {"input": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1, "output": 1}
+                ],
+            },
+            r"status: expected one of",
+        ),
+        (
+            {
+                "retires": "30/11/2026",
+                "input": 1,
+                "cache_write_5m": 1,
+                "cache_write_1h": 1,
+                "cache_read": 1,
+                "output": 1,
+            },
+            r"retires: expected a date",
+        ),
+        ({"prices": []}, r"prices: expected a non-empty list"),
+        (
+            {
+                "prices": [
+                    {"input": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1, "output": 1},
+                    {"from": "2026-02-01", "input": 2},
+                    {"from": "2026-01-01", "input": 3},
+                ]
+            },
+            r"every later period needs a 'from' date, in order",
+        ),
+    ],
+)
+def test_bad_format_2_entries_are_refused(entry: object, message: str) -> None:
+    """A malformed format-2 entry names the model and the field."""
+    with pytest.raises(ConfigError, match=message):
+        RateCard.default().with_overrides({"new": entry})
 
 
 def test_mixed_usage_adds_up() -> None:
@@ -86,6 +315,7 @@ def test_dated_id_costs_like_its_family() -> None:
     card = RateCard.default()
     usage = Usage(input_tokens=1234, output_tokens=567)
     assert card.cost("claude-sonnet-4-5-20250929", usage) == card.cost("claude-sonnet-4-5", usage)
+    assert card.cost("claude-haiku-4-5@20251001", usage) == card.cost("claude-haiku-4-5", usage)
 
 
 def test_unknown_model_is_nan_with_one_warning_per_model() -> None:
@@ -100,6 +330,7 @@ def test_unknown_model_is_nan_with_one_warning_per_model() -> None:
     messages = [str(w.message) for w in caught if issubclass(w.category, UnpricedModelWarning)]
     assert len(messages) == 2
     assert "claude-opus-4-9" in messages[0]
+    assert "did you mean" in messages[0] and "claude-opus-4-8" in messages[0]
     assert "claude-mythos-5" in messages[1]
 
 

@@ -22,6 +22,7 @@ from ._exceptions import (
     ConfigError,
     ConnectionFailedError,
     MalformedResponseError,
+    RetiredModelError,
     UnknownAgentError,
 )
 from ._orchestrator import AsyncAgentOrchestrator
@@ -64,6 +65,7 @@ __all__ = [
     "NotebookSession",
     "RateCard",
     "ResponseCache",
+    "RetiredModelError",
     "RetryPolicy",
     "RunEvent",
     "RunLog",

@@ -3,7 +3,8 @@
 ```
 ClaudeForceError
 ├── ConfigError (ValueError)           a malformed .claude/claude.json, agent entry, or unsafe path
-│   └── UnknownAgentError (KeyError)   a name that is not an agent (or workflow) of this orchestrator
+│   ├── UnknownAgentError (KeyError)   a name that is not an agent (or workflow) of this orchestrator
+│   └── RetiredModelError              a call to a model the rate card says is retired (not sent)
 ├── BudgetExceededError                a call refused before dispatch: it could push spend past the budget
 ├── CacheMiss                          replay mode: the answer is not in the cache, and no call is allowed
 ├── BundleError (ValueError)           a replay bundle that is malformed, oversized, or fails its checksums
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailedError",
     "MalformedResponseError",
+    "RetiredModelError",
     "UnknownAgentError",
 ]
 
@@ -61,6 +63,15 @@ class UnknownAgentError(ConfigError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message; we want it readable
         return str(self.args[0]) if self.args else "unknown agent"
+
+
+class RetiredModelError(ConfigError):
+    """A call names a model the rate card says is retired; it was refused before sending. The message names
+    the replacement; `allow_retired=True` sends it anyway (a proxy may still serve it)."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class BudgetExceededError(ClaudeForceError):

@@ -243,7 +243,8 @@ class AgentMagics(Magics):
                      result << NAME ...  /  result= << NAME ...   (store / store and show)
         `{{name}}` in the task is replaced by the variable `name`; `{x}` and `$x` stay as typed.
 
-        Line magic:  %agent list | runs | stats | cache ... | plot ... | panel | config | budget | chat | help
+        Line magic:  %agent list | runs | models | stats | cache ... | plot ... | panel | config | budget
+                     | chat | help
                      (`%agent help` explains each)
         """
         if cell is None:
@@ -474,6 +475,9 @@ class AgentMagics(Magics):
 
     def _cmd_runs(self) -> Any:
         return self.session.runs_frame()
+
+    def _cmd_models(self) -> Any:
+        return self.session.orchestrator().rate_card.to_frame()
 
     def _cache(self) -> Any:
         cache = self.session.orchestrator().cache

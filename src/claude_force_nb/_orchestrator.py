@@ -64,10 +64,11 @@ from ._exceptions import (
     CacheMiss,
     ClaudeForceError,
     ConfigError,
+    RetiredModelError,
     UnknownAgentError,
 )
 from ._limits import Budget, PrioritySlots, RateLimiter, Reservation
-from ._pricing import RateCard
+from ._pricing import LifecycleNotices, RateCard
 from ._records import AttemptSpan, RunLog, RunRecord, RunStatus, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
 from ._results import AgentResult, WorkflowResult
@@ -122,6 +123,8 @@ class AsyncAgentOrchestrator:
         input_tokens_per_minute: float | None = None,
         output_tokens_per_minute: float | None = None,
         pricing: RateCard | Mapping[str, Any] | str | Path | None = None,
+        allow_retired: bool = False,
+        notices: LifecycleNotices | None = None,
         prompt_caching: bool = True,
         prompt_cache_ttl: str = "5m",
         backend: Backend | None = None,
@@ -147,6 +150,8 @@ class AsyncAgentOrchestrator:
         self.timeout_seconds = float(timeout_seconds)
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.rate_card = _rate_card(pricing)
+        self.allow_retired = allow_retired
+        self.notices = notices if notices is not None else LifecycleNotices()
         self.prompt_caching = prompt_caching
         self.prompt_cache_ttl = prompt_cache_ttl
         self.enable_tracking = enable_tracking
@@ -456,8 +461,9 @@ class AsyncAgentOrchestrator:
                         agent=call.agent,
                         task=call.task,
                     )
+            self._check_model(request.model)
             completion = await self._attempts(record, call, request, on_text, held, plan.spec.priority)
-            cost = self.rate_card.cost(request.model, completion.usage)
+            cost = self.rate_card.cost(request.model, completion.usage, at=record.started_at)
             _settle(held, cost)
             self._apply_completion(record, completion, cost=cost)
             self._finish(record, "succeeded")
@@ -498,6 +504,15 @@ class AsyncAgentOrchestrator:
         self._finish(record, "refused" if refused else "failed")
         self.events.emit("refused" if refused else "failed", record, error=exc)
         return AgentResult.from_record(record, exception=exc, **call.metadata)
+
+    def _check_model(self, model: str) -> None:
+        """Refuse a retired model before sending (unless allowed); say once that a deprecated one retires."""
+        life = self.rate_card.lifecycle(model)
+        if life is None or life.status in ("active", "legacy"):
+            return
+        if life.status == "retired" and not self.allow_retired:
+            raise RetiredModelError(f"refused before sending: {life.message()}", model=model)
+        self.notices.deprecated(life)
 
     async def _reserve(
         self,

@@ -153,6 +153,7 @@ _PLOTS = ("latency", "cost", "cache", "timeline")
 LINE_USAGE = """\
 %agent list                      agents and workflows
 %agent runs                      the session's run log as a DataFrame
+%agent models                    models with today's prices, status, retirement dates and sources
 %agent stats                     response-cache statistics
 %agent cache info|clear          the cache's entries / remove the entries this cache wrote
 %agent cache export PATH         write a replay bundle
@@ -187,7 +188,7 @@ def parse_line(line: str) -> LineCommand:
     if not words:
         return LineCommand("help")
     head, rest = words[0].lower(), tuple(words[1:])
-    simple = {"list", "runs", "stats", "panel", "config", "help"}
+    simple = {"list", "runs", "models", "stats", "panel", "config", "help"}
     if head in simple:
         if rest:
             raise _usage_error(f"%agent {head} takes no arguments")

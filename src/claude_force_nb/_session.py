@@ -31,6 +31,7 @@ from ._config import (
 from ._exceptions import ConfigError
 from ._limits import Budget
 from ._orchestrator import AsyncAgentOrchestrator
+from ._pricing import LifecycleNotices
 from ._records import RunLog
 from ._request import ChatMessage
 
@@ -169,6 +170,7 @@ class NotebookSession:
     _budget: Budget | None = None
     _persist_close: Callable[[], None] | None = None
     _announced: bool = False
+    _notices: LifecycleNotices | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- settings -------------------------------------------------------------------------------------------
@@ -243,6 +245,13 @@ class NotebookSession:
             "(set ANTHROPIC_API_KEY and restart the kernel to use the real API)."
         )
 
+    @property
+    def notices(self) -> LifecycleNotices:
+        """Model lifecycle notes, said once per model per session (through `announce`)."""
+        if self._notices is None:
+            self._notices = LifecycleNotices(lambda line: self.announce(line))
+        return self._notices
+
     def announce_mode(self) -> None:
         """Print the one line saying where calls go (once per endpoint)."""
         if not self._announced:
@@ -302,6 +311,7 @@ class NotebookSession:
                     prompt_caching=s.prompt_caching,
                     run_log=self.run_log,
                     environ=self.environ,
+                    notices=self.notices,
                 )
                 orch.budget = self.budget
                 if s.replay and orch.cache is not None:
@@ -407,6 +417,7 @@ def orchestrator(**options: Any) -> AsyncAgentOrchestrator:
     options.setdefault("api_key", endpoint.api_key)
     options.setdefault("base_url", endpoint.base_url)
     options.setdefault("run_log", session.run_log)
+    options.setdefault("notices", session.notices)
     if "config_path" not in options:
         options.setdefault("config", session.config())
     options.setdefault("model", session.settings.model)

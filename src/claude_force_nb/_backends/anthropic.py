@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -35,6 +36,7 @@ __all__ = ["AnthropicBackend", "parse_rate_limit_headers"]
 Transport = Literal["aiohttp", "httpx"]
 _RATE_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 _KEEPALIVE_FLOOR = 100
+_SDK_DEPRECATION = r"The model '[^']*' is deprecated and will reach end-of-life"
 
 
 def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateLimitSnapshot | None:
@@ -221,6 +223,10 @@ class AnthropicBackend:
                 open_telemetry=None if self._open_telemetry else False,
             )
             self._client = client
+            # The SDK warns (DeprecationWarning, pointing into this module) on every call to a model in its
+            # own deprecation table. The orchestrator already says it once per session, in one readable
+            # line with the replacement, from the rate card; the SDK's copy is noise, so it is filtered.
+            warnings.filterwarnings("ignore", message=_SDK_DEPRECATION, category=DeprecationWarning)
             # An orchestrator dropped without `aclose()` (common in notebooks) would leave its connection
             # pool to the garbage collector, which warns "Unclosed connector": close it on the running loop.
             self._finalizer = weakref.finalize(self, _close_soon, client) if self._owns_client else None

@@ -24,8 +24,12 @@ SimConfig fields (all keyword-only, also accepted as `serve(**options)`):
                            the range of natural answer lengths (max_tokens and stop sequences cut them)
     api_key                when set, the only key accepted; otherwise any non-empty key is (missing is 401)
     models                 None accepts any model id; a set restricts (others get 404)
+    retired_models         model ids answered 404 not_found_error (dated ids of them too), as the API
+                           answers a retired model
     requests_per_minute, input_tokens_per_minute, output_tokens_per_minute
                            token-bucket rate limits (None = unlimited), with anthropic-ratelimit-* headers
+    count_tokens_per_minute
+                           count_tokens' own requests-per-minute limit (429 with retry-after beyond it)
     fault_rates            {kind: probability} of random faults, e.g. {"overloaded": 0.05}
     hang_s                 how long a "hang" fault sends nothing
     retry_after_ms         also send the precise retry-after-ms header on 429/529

@@ -39,7 +39,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-output-tokens", type=int, help="longest natural answer, in tokens")
     p.add_argument("--api-key", help="the only accepted x-api-key (default: any non-empty key)")
     p.add_argument("--model", action="append", dest="models", metavar="ID", help="accepted model id (repeat)")
+    p.add_argument(
+        "--retired-model", action="append", dest="retired_models", metavar="ID", help="answer 404 (repeat)"
+    )
     p.add_argument("--rpm", type=int, dest="requests_per_minute", help="requests per minute limit")
+    p.add_argument(
+        "--count-rpm", type=int, dest="count_tokens_per_minute", help="count_tokens requests per minute"
+    )
     p.add_argument("--itpm", type=int, dest="input_tokens_per_minute", help="input tokens per minute limit")
     p.add_argument("--otpm", type=int, dest="output_tokens_per_minute", help="output tokens per minute limit")
     p.add_argument(
@@ -94,7 +100,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "max_output_tokens",
         "api_key",
         "models",
+        "retired_models",
         "requests_per_minute",
+        "count_tokens_per_minute",
         "input_tokens_per_minute",
         "output_tokens_per_minute",
         "hang_s",

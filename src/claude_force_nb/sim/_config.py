@@ -87,9 +87,11 @@ class SimConfig:
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     api_key: str | None = None
     models: frozenset[str] | None = None
+    retired_models: frozenset[str] = frozenset()
     requests_per_minute: int | None = None
     input_tokens_per_minute: int | None = None
     output_tokens_per_minute: int | None = None
+    count_tokens_per_minute: int | None = None
     fault_rates: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     hang_s: float = DEFAULT_HANG_S
     retry_after_ms: bool = True
@@ -123,7 +125,14 @@ class SimConfig:
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
             raise ValueError("api_key must be a non-empty string or None")
         object.__setattr__(self, "models", self._normalize_models(self.models))
-        for name in ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute"):
+        retired = self._normalize_models(self.retired_models) if self.retired_models else frozenset()
+        object.__setattr__(self, "retired_models", retired)
+        for name in (
+            "requests_per_minute",
+            "input_tokens_per_minute",
+            "output_tokens_per_minute",
+            "count_tokens_per_minute",
+        ):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         object.__setattr__(self, "fault_rates", self._normalize_rates(self.fault_rates))
@@ -185,6 +194,13 @@ class SimConfig:
                 raise ValueError(f"min_cache_tokens keys must be model-id prefixes (str), got {prefix!r}")
             clean[prefix] = _check_int(f"min_cache_tokens[{prefix!r}]", n, minimum=1)
         return MappingProxyType(clean)
+
+    def is_retired(self, model: str) -> bool:
+        """Whether `model` (or its dated id, family-YYYYMMDD) is one of `retired_models`."""
+        if model in self.retired_models:
+            return True
+        family, _, suffix = model.rpartition("-")
+        return len(suffix) == 8 and suffix.isdigit() and family in self.retired_models
 
     def min_cache_tokens_for(self, model: str) -> int:
         """The smallest cacheable prefix for `model`: the longest matching prefix in the mapping wins."""

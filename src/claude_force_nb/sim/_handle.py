@@ -254,7 +254,8 @@ class Simulator:
     def stats(self) -> dict[str, Any]:
         """Counters since start or the last reset():
 
-        requests (to /v1/messages, faulted and invalid ones included), count_tokens, streamed (streams begun),
+        requests (to /v1/messages, faulted and invalid ones included), count_tokens (and count_tokens_limited:
+        its 429s), streamed (streams begun),
         by_status {int status: n}, faults {kind: n}, rate_limited (429s from configured limits), disconnects
         (connections that ended before the answer: client gone, reset fault, stop), input_tokens and
         output_tokens (billed, from answered requests), cache_reads / cache_writes (requests that read / wrote

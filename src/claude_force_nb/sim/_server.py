@@ -153,7 +153,10 @@ class SimServer:
         if data is _BAD_JSON:
             raise RequestError(400, "invalid_request_error", "The request body is not valid JSON")
         parsed = parse_messages_request(data, count_only=count_only)
-        if self.config.models is not None and parsed.model not in self.config.models:
+        if (
+            self.config.models is not None and parsed.model not in self.config.models
+        ) or self.config.is_retired(parsed.model):
+            # What the API says for a retired model too: nothing in the answer says it was retired.
             raise RequestError(404, "not_found_error", f"model: {parsed.model}")
         return parsed
 
@@ -307,6 +310,11 @@ class SimServer:
         try:
             self._check_key(request)
             parsed = self._parse(data, count_only=True)
+            refused = self.state.admit_count()
+            if refused is not None:
+                status = 429
+                headers = _retry_after_headers(refused.retry_after_s, with_ms=self.config.retry_after_ms)
+                return error_response(429, "rate_limit_error", refused.message, request_id, headers)
             total = self._responder.count(parsed)
             return web.Response(
                 body=dumps({"input_tokens": total}).encode(),

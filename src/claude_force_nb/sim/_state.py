@@ -28,6 +28,7 @@ _COUNTERS = (
     "count_tokens",
     "streamed",
     "rate_limited",
+    "count_tokens_limited",
     "disconnects",
     "cache_reads",
     "cache_writes",
@@ -59,6 +60,10 @@ class SimState:
             itpm=config.input_tokens_per_minute,
             otpm=config.output_tokens_per_minute,
             now=time.monotonic(),
+        )
+        # count_tokens has its own requests-per-minute limit, separate from the Messages API's.
+        self._count_limiter = RateLimiter(
+            rpm=config.count_tokens_per_minute, itpm=None, otpm=None, now=time.monotonic()
         )
         self._records: deque[dict[str, Any]] = deque(maxlen=config.record_limit)
         self._counts = dict.fromkeys(_COUNTERS, 0)
@@ -155,6 +160,15 @@ class SimState:
             counts["batch_cache_read_tokens"] += usage.cache_read_tokens
             counts["batch_cache_write_tokens"] += usage.cache_write_tokens
             counts["batch_output_tokens"] += usage.output_tokens
+    def admit_count(self) -> RateLimited | None:
+        """Take one count_tokens request from its own limit, or refuse it (a 429)."""
+        with self._lock:
+            if not self._count_limiter.enabled:
+                return None
+            refused = self._count_limiter.admit(0, time.monotonic())
+            if refused is not None:
+                self._counts["count_tokens_limited"] += 1
+            return refused
 
     def finish(
         self,
@@ -225,3 +239,4 @@ class SimState:
             self._cache.clear()
             self._limiter.reset(time.monotonic())
             self.batches = BatchBook(self.config)
+            self._count_limiter.reset(time.monotonic())

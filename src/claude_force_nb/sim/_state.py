@@ -160,6 +160,7 @@ class SimState:
             counts["batch_cache_read_tokens"] += usage.cache_read_tokens
             counts["batch_cache_write_tokens"] += usage.cache_write_tokens
             counts["batch_output_tokens"] += usage.output_tokens
+
     def admit_count(self) -> RateLimited | None:
         """Take one count_tokens request from its own limit, or refuse it (a 429)."""
         with self._lock:

@@ -1,11 +1,16 @@
-"""The backend's own parsing: JSON answers and rate-limit headers, as tables."""
+"""The backend's own parsing (JSON answers and rate-limit headers, as tables) and its choice of transport."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
 
 import pytest
 
 from claude_force_nb import MalformedResponseError
-from claude_force_nb._backends.anthropic import _from_json, parse_rate_limit_headers
+from claude_force_nb._backends.anthropic import AnthropicBackend, _from_json, parse_rate_limit_headers
+from claude_force_nb.sim import Simulator
 
 GOOD = {
     "id": "msg_1",
@@ -67,3 +72,46 @@ def test_rate_limit_headers() -> None:
     assert snapshot.limit == {"requests": 50, "output-tokens": 1000}
     assert snapshot.reset_in_s == {"requests": 40.0}
     assert parse_rate_limit_headers({"content-type": "x"}, now=0.0) is None
+
+
+def test_without_aiohttp_the_httpx_fallback_warns_and_still_works(sim: Simulator) -> None:
+    """With the SDK's aiohttp transport unavailable (aiohttp missing), the backend says so in a warning that
+    names the fix, then answers through the httpx transport."""
+    code = (
+        "import asyncio, sys, warnings\n"
+        "sys.modules['aiohttp'] = None  # as if aiohttp were not installed: importing it fails\n"
+        "from claude_force_nb._backends.anthropic import AnthropicBackend\n"
+        "from claude_force_nb._request import ChatMessage, MessageRequest\n"
+        "async def main():\n"
+        f"    backend = AnthropicBackend(api_key='test-key', base_url={sim.base_url!r})\n"
+        "    request = MessageRequest(model='claude-haiku-4-5', system='', max_tokens=32,\n"
+        "                             messages=(ChatMessage('user', 'hello'),))\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        "        completion = await backend.complete(request)\n"
+        "    await backend.aclose()\n"
+        "    print(type(completion).__name__, bool(completion.text))\n"
+        "    for w in caught:\n"
+        "        print(w.category.__name__, w.message)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[0] == "Completion True"
+    assert len(lines) == 2, lines
+    assert lines[1].startswith("UserWarning") and "aiohttp transport is unavailable" in lines[1]
+    assert "anthropic[aiohttp]" in lines[1] and "transport='httpx'" in lines[1]
+
+
+async def test_the_default_transport_is_aiohttp_without_a_warning(sim: Simulator) -> None:
+    """With aiohttp installed (a declared dependency), the default backend uses it and warns nothing."""
+    import anthropic
+
+    backend = AnthropicBackend(api_key="test-key", base_url=sim.base_url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client = backend.client()
+    try:
+        assert isinstance(client._client, anthropic.DefaultAioHttpClient)
+    finally:
+        await backend.aclose()

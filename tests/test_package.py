@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +114,41 @@ def test_calls_cache_batches_and_workflows_load_no_notebook_library(sim: Simulat
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _distribution_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_imported_distribution_is_declared() -> None:
+    """Each third-party package the source imports (anywhere, lazily included) is a declared dependency, not
+    something another dependency happens to bring along; redis, the one optional tier, is in the `redis`
+    extra. The SDK is required with its aiohttp extra, so the fast transport is always there."""
+    declared: dict[str, set[str]] = {}  # distribution -> the extras that declare it ("" = always)
+    for requirement in importlib.metadata.requires("claude-force-nb") or []:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        assert name is not None
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
+        declared.setdefault(_distribution_name(name[0]), set()).add(extra[1] if extra else "")
+    providers = importlib.metadata.packages_distributions()
+    imported: dict[str, str] = {}  # distribution -> a module that imports it
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            for root in roots:
+                if root in sys.stdlib_module_names or root in ("claude_force_nb", "__future__"):
+                    continue
+                for dist in providers.get(root, [root]):
+                    imported.setdefault(_distribution_name(dist), path.name)
+    assert {"anthropic", "httpx2", "ipython", "traitlets", "numpy"} <= set(imported)
+    undeclared = {dist: where for dist, where in imported.items() if dist not in declared}
+    assert undeclared == {}
+    optional = {dist for dist in imported if "" not in declared[dist]}
+    assert optional == {"redis"} and "redis" in declared["redis"]
+    sdk = [r for r in importlib.metadata.requires("claude-force-nb") or [] if r.startswith("anthropic")]
+    assert len(sdk) == 1 and re.match(r"anthropic\[([^\]]*\b)?aiohttp\b", sdk[0])

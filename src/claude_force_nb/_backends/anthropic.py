@@ -118,14 +118,21 @@ def _close_soon(client: Any) -> None:
 
 
 def _http_client(transport: Transport, limits: Any) -> Any:
-    """The HTTP client for the SDK: its aiohttp transport when available, else its httpx default."""
+    """The SDK's HTTP client: its aiohttp transport when available, else (with a warning) its httpx one."""
     import anthropic
 
     if transport == "aiohttp":
         try:
             return anthropic.DefaultAioHttpClient(limits=limits)
-        except RuntimeError:  # the SDK could not import its aiohttp transport
-            pass
+        except RuntimeError:  # the SDK could not import its aiohttp transport: aiohttp missing or too old
+            warnings.warn(
+                "the anthropic SDK's aiohttp transport is unavailable (aiohttp is missing or too old), so "
+                "calls go through its httpx transport at about half the calls per second; reinstall "
+                "claude-force-nb (it depends on anthropic[aiohttp]) to get it back, or pass "
+                "transport='httpx' to choose httpx on purpose",
+                UserWarning,
+                stacklevel=4,
+            )
     return anthropic.DefaultAsyncHttpxClient(limits=limits)
 
 

@@ -423,6 +423,43 @@ async def test_cancellation_keeps_finished_results_and_stops_the_rest(sim: Simul
     assert others == []
 
 
+async def test_a_call_cancelled_mid_stream_costs_what_the_budget_kept() -> None:
+    """A call cancelled after streaming tokens keeps its reservation as spent; its row shows that same amount
+    (not $0), flagged as an estimate, so the run log, the displayed cost and the budget agree."""
+    define_agent("a", "x")
+    deltas: list[str] = []
+    with serve(per_token_s=0.05) as slow:
+        async with make_orchestrator(slow, budget_usd=1.0, model="claude-sonnet-4-6") as orch:
+            call = asyncio.ensure_future(orch.execute_agent("a", "stream me", on_text=deltas.append))
+            for _ in range(200):
+                if len(deltas) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            finished = await orch.execute_agent("a", "a whole answer", max_tokens=5)
+        frame = orch.runs.to_frame()
+    cancelled = frame[frame["status"] == "cancelled"].iloc[0]
+    assert len(deltas) >= 3 and cancelled["cost_usd"] > 0 and bool(cancelled["cost_is_estimate"])
+    assert not frame[frame["status"] == "succeeded"]["cost_is_estimate"].any()
+    assert finished.cost_usd > 0 and not finished.cost_is_estimate
+    assert frame["cost_usd"].sum() == pytest.approx(orch.budget.spent_usd)
+    assert orch.budget.reserved_usd == pytest.approx(0.0)
+
+
+async def test_timed_out_attempts_count_in_the_calls_cost(sim: Simulator) -> None:
+    """Attempts abandoned at the deadline are counted in the call's cost at the amount the budget keeps, on
+    top of the successful attempt's real cost."""
+    define_agent("a", "x")
+    sim.script(Fault("hang", hang_s=10), times=1)
+    async with make_orchestrator(sim, timeout_seconds=0.2, budget_usd=1.0, model="claude-sonnet-4-6") as orch:
+        result = await orch.execute_agent("a", "task")
+    assert result.success and result.attempts == 2 and result.cost_is_estimate
+    assert result.cost_usd == pytest.approx(orch.budget.spent_usd)
+    assert "≤$" in result.summary()
+
+
 async def test_unknown_agent_raises_at_once(sim: Simulator, claude_json: Path) -> None:
     """execute_agent on an unknown agent raises UnknownAgentError before anything is recorded."""
     async with make_orchestrator(sim, config_path=claude_json) as orch:

@@ -149,6 +149,7 @@ class AgentRun:
                     "status": r.status,
                     "output": r.output,
                     "cost_usd": r.cost_usd,
+                    "cost_is_estimate": r.cost_is_estimate,
                     "latency_s": r.latency_s,
                     "cached": r.cached,
                     "error": r.error,
@@ -343,7 +344,7 @@ class BatchTable:
             progress,
             str(r.attempts),
             f"{tokens}→{r.output_tokens}" if r.done else "",
-            format_cost(r.cost_usd) if r.done else "",
+            ("≤" if r.cost_is_estimate else "") + format_cost(r.cost_usd) if r.done else "",
             latency,
             "✓" if r.cached else "",
         )

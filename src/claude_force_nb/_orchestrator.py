@@ -476,7 +476,7 @@ class AsyncAgentOrchestrator:
                 raise
             # An attempt cancelled in flight may still be billed, so its reservation is kept as spent; a call
             # cancelled while queued or backing off costs nothing.
-            _settle(held, math.nan if _attempt_open(record) else 0.0)
+            self._end_attempt(record, request, held, maybe_billed=_attempt_open(record))
             record.error = "cancelled"
             record.error_type = "CancelledError"
             _close_open_span(record, "cancelled")
@@ -489,7 +489,7 @@ class AsyncAgentOrchestrator:
         except Exception as exc:  # a custom backend's or a hook's bug: this call fails, the others go on
             if record.done:
                 raise
-            _settle(held, math.nan if _attempt_open(record) else 0.0)
+            self._end_attempt(record, request, held, maybe_billed=_attempt_open(record))
             _close_open_span(record, type(exc).__name__)
             log.error("agent call %s failed unexpectedly", record.run_id, exc_info=True)
             return self._failed(record, call, exc, refused=False)
@@ -531,17 +531,43 @@ class AsyncAgentOrchestrator:
         budgets = [b for b in (self.budget, call.budget) if b is not None and b.limit_usd is not None]
         if not budgets:
             return
-        worst = self.rate_card.worst_case_cost(
-            request.model,
-            prompt_tokens=worst_case_prompt_tokens(request),
-            max_tokens=request.max_tokens,
-            cache_write_ttl=request.cache_ttl if request.cache_system else None,
-        )
+        worst = self._worst_case(request)
         for budget in budgets:  # always in this order, so two calls never wait on each other's holds
             label = f"{call.agent} {'retry' if retry else 'call'}"
             if budget is not self.budget:
                 label += " (this run's budget)"
             held.append((budget, await budget.reserve(worst, what=label, priority=priority)))
+
+    def _worst_case(self, request: MessageRequest) -> float:
+        """The most an attempt of `request` can cost: what the budget reserves for it."""
+        return self.rate_card.worst_case_cost(
+            request.model,
+            prompt_tokens=worst_case_prompt_tokens(request),
+            max_tokens=request.max_tokens,
+            cache_write_ttl=request.cache_ttl if request.cache_system else None,
+        )
+
+    def _end_attempt(
+        self,
+        record: RunRecord,
+        request: MessageRequest,
+        held: list[tuple[Budget, Reservation]],
+        *,
+        maybe_billed: bool,
+    ) -> None:
+        """Settle a failed or cancelled attempt's reservations.
+
+        An attempt the API may have billed without saying how much (cut off at the deadline or by a cancel,
+        perhaps after streaming part of an answer) keeps its worst case as spent, and the record counts the
+        same worst case in `cost_usd`, flagged `cost_is_estimate`, so the run log, the displayed cost and
+        the budget agree. Any other attempt costs nothing and gives its reservations back.
+        """
+        if maybe_billed:
+            record.cost_usd += self._worst_case(request)
+            record.cost_is_estimate = True
+            _settle(held, math.nan)
+        else:
+            _settle(held, 0.0)
 
     async def _attempts(
         self,
@@ -618,7 +644,7 @@ class AsyncAgentOrchestrator:
             span.outcome = type(error).__name__
             # An attempt the API may have billed (abandoned at the deadline, cut off, unreadable) keeps its
             # reservation as spent; one the API answered with an error status cost nothing.
-            _settle(held, math.nan if _maybe_billed(error) else 0.0)
+            self._end_attempt(record, request, held, maybe_billed=_maybe_billed(error))
             if not error.retryable or retries >= policy.max_retries:
                 raise error
             delay = backoff_delay(retries, policy, retry_after=error.retry_after, rand=self._random.random())
@@ -638,7 +664,7 @@ class AsyncAgentOrchestrator:
         record.output_tokens = usage.output_tokens
         record.cache_creation_input_tokens = usage.cache_creation_input_tokens
         record.cache_read_input_tokens = usage.cache_read_input_tokens
-        record.cost_usd = cost
+        record.cost_usd += cost  # on top of what earlier attempts that may have been billed count
         record.stop_reason = completion.stop_reason
         record.output = completion.text
         if completion.ttft_s is not None:

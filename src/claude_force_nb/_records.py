@@ -36,6 +36,7 @@ FRAME_COLUMNS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
     "cost_usd",
+    "cost_is_estimate",
     "cost_saved_usd",
     "latency_s",
     "ttft_s",
@@ -87,6 +88,9 @@ class RunRecord:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: float = 0.0
+    cost_is_estimate: bool = False
+    """True when `cost_usd` counts an attempt the API may have billed without reporting usage (cut off or
+    cancelled in flight) at its worst case, as the budget does: an upper bound, not a measured cost."""
     cost_saved_usd: float = 0.0
     latency_s: float = math.nan
     ttft_s: float = math.nan

@@ -42,6 +42,7 @@ class AgentResult:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: float = 0.0
+    cost_is_estimate: bool = False
     cost_saved_usd: float = 0.0
     latency_s: float = math.nan
     ttft_s: float = math.nan
@@ -70,6 +71,7 @@ class AgentResult:
             cache_creation_input_tokens=record.cache_creation_input_tokens,
             cache_read_input_tokens=record.cache_read_input_tokens,
             cost_usd=record.cost_usd,
+            cost_is_estimate=record.cost_is_estimate,
             cost_saved_usd=record.cost_saved_usd,
             latency_s=record.latency_s,
             ttft_s=record.ttft_s,
@@ -109,7 +111,7 @@ class AgentResult:
         elif math.isnan(self.cost_usd):
             cost = "cost unpriced"
         else:
-            cost = f"${self.cost_usd:.4f}"
+            cost = f"{'≤' if self.cost_is_estimate else ''}${self.cost_usd:.4f}"
         latency = "" if math.isnan(self.latency_s) else f" · {self.latency_s:.2f}s"
         prompt = self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
         tokens = f"{prompt}→{self.output_tokens} tok"
@@ -169,6 +171,7 @@ class WorkflowResult(Sequence[AgentResult]):
                     "agent": r.agent_name,
                     "status": r.status,
                     "cost_usd": r.cost_usd,
+                    "cost_is_estimate": r.cost_is_estimate,
                     "latency_s": r.latency_s,
                     "output": r.output,
                 }

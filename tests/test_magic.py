@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from traitlets import TraitError
 
 from claude_force_nb import AgentRunFailed, define_agent
 from claude_force_nb._display import AgentRun
@@ -258,3 +260,51 @@ def test_inline_agents_are_usable(shell: InteractiveShell, magics: AgentMagics) 
     """An agent defined with define_agent can be used from the magic."""
     define_agent("haiku-poet", "Answer in a haiku.")
     assert cell(shell, "haiku-poet --quiet", "x").success
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_concurrent", 0),
+        ("max_tokens", 0),
+        ("timeout_seconds", -1.0),
+        ("cache_backend", "redis:/x"),
+        ("cache_ttl_hours", 0.0),
+        ("budget_usd", math.nan),
+        ("max_retries", -2),
+    ],
+)
+def test_unusable_settings_are_refused_and_the_old_value_kept(
+    magics: AgentMagics, name: str, value: Any
+) -> None:
+    """A bad %config value is refused with the reason; the session keeps working with the previous one."""
+    before = getattr(magics, name)
+    with pytest.raises(TraitError, match=name):
+        setattr(magics, name, value)
+    assert getattr(magics, name) == before or (isinstance(before, float) and math.isnan(before))
+
+
+def test_capture_variables_hold_what_finished_when_a_cell_fails(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """`res << a,b` and -o keep the finished results even though the cell raises."""
+    sim.script(Fault("status", status=400), match="Find root causes", times=2)
+    with pytest.raises(AgentRunFailed):
+        shell.run_cell_magic("agent", "res << code-reviewer,bug-investigator --quiet", "x")
+    with pytest.raises(AgentRunFailed):
+        shell.run_cell_magic("agent", "code-reviewer,bug-investigator -o out --quiet", "y")
+    assert [r.success for r in shell.user_ns["res"].results] == [True, False]
+    assert [r.success for r in shell.user_ns["out"].results] == [True, False]
+
+
+def test_a_property_that_raises_is_a_usage_error(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """{{obj.attr}} whose property raises gives a one-line UsageError, not a traceback."""
+
+    class Odd:
+        @property
+        def attr(self) -> str:
+            raise ValueError("no")
+
+    shell.user_ns["odd"] = Odd()
+    with pytest.raises(UsageError, match=r"\{\{odd\.attr\}\}: reading it failed"):
+        shell.run_cell_magic("agent", "code-reviewer", "use {{odd.attr}}")

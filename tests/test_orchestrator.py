@@ -6,6 +6,7 @@ import asyncio
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,10 @@ from claude_force_nb import (
     CallFailedError,
     CallSpec,
     ClaudeForceError,
+    Completion,
     ConfigError,
     RateCard,
+    ResponseCache,
     RetryPolicy,
     RunEvent,
     UnknownAgentError,
@@ -577,3 +580,46 @@ async def test_a_retry_does_not_wait_behind_the_queue() -> None:
     assert all(r.success for r in results)
     finish_order = [r.run_id for r in sorted(results, key=lambda r: r.finished_at)]
     assert finish_order.index(results[0].run_id) <= 2  # first come, first served would make it last (7)
+
+
+class BrokenBackend:
+    async def complete(self, request: Any, *, on_text: Any = None) -> Completion:
+        if "boom" in request.messages[-1].content:
+            raise RuntimeError("backend bug")
+        return Completion(
+            text="fine", model=request.model, stop_reason="end_turn", usage=Usage(output_tokens=1)
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_an_unexpected_exception_fails_one_call_and_settles_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in a custom backend fails that call (final record, budget settled); the batch carries on."""
+    define_agent("a", "x")
+    async with AsyncAgentOrchestrator(backend=BrokenBackend(), enable_cache=False, budget_usd=5.0) as orch:
+        results = await orch.execute_multiple([("a", "ok"), ("a", "boom"), ("a", "ok too")])
+    assert [r.success for r in results] == [True, False, True]
+    assert results[1].errors == ["RuntimeError: backend bug"]
+    assert {r.status for r in orch.runs} == {"succeeded", "failed"}
+    assert orch.budget.reserved_usd == pytest.approx(0.0)
+    assert "failed unexpectedly" in caplog.text
+
+
+async def test_a_raising_on_text_does_not_sink_the_call(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken streaming callback is logged; the answer still arrives (streamed and from the cache)."""
+    define_agent("a", "x")
+
+    def broken(_: str) -> None:
+        raise ValueError("display bug")
+
+    cache = ResponseCache("memory", secret="s")
+    async with make_orchestrator(sim, cache=cache) as orch:
+        streamed = await orch.execute_agent("a", "t", on_text=broken)
+        cached = await orch.execute_agent("a", "t", on_text=broken)
+    assert streamed.success and cached.success and cached.cached
+    assert "on_text callback failed" in caplog.text

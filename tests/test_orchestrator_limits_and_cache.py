@@ -1,13 +1,19 @@
-"""The orchestrator with rate limits and the response cache, through the real SDK against the simulator."""
+"""The orchestrator with rate limits, the budget and the response cache, through the real SDK against the
+simulator."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
-from claude_force_nb import CacheMiss, ResponseCache, define_agent
+from claude_force_nb import CacheMiss, ResponseCache, RetryPolicy, define_agent
 from claude_force_nb.sim import Fault, Simulator, serve
 
 from .conftest import make_orchestrator
+
+NO_WAIT = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
 
 
 async def test_client_side_rpm_keeps_under_the_server_limit() -> None:
@@ -124,3 +130,60 @@ async def test_replay_needs_no_api_key() -> None:
     async with AsyncAgentOrchestrator(cache=cache, replay=True) as offline:
         replayed = await offline.execute_agent("a", "t")
     assert replayed.cached and replayed.output == recorded.output
+
+
+async def test_abandoned_attempts_are_charged_and_retries_reserve_again(sim: Simulator) -> None:
+    """A timed-out attempt may be billed: it keeps its reservation; a retry that no longer fits is refused."""
+    define_agent("a", "x")
+    sim.script(Fault("hang", hang_s=10), times=3)
+    async with make_orchestrator(
+        sim, timeout_seconds=0.1, retry_policy=NO_WAIT, model="claude-sonnet-4-6"
+    ) as orch:
+        orch.budget.limit_usd = 1.0
+        result = await orch.execute_agent("a", "task")
+        spent_for_three = orch.budget.spent_usd
+        orch.budget.limit_usd = orch.budget.spent_usd + spent_for_three / 3 * 1.5  # room for one more attempt
+        sim.script(Fault("hang", hang_s=10), times=3)
+        refused = await orch.execute_agent("a", "another task")
+    assert not result.success and result.attempts == 3
+    assert spent_for_three > 0 and orch.budget.reserved_usd == pytest.approx(0.0)
+    assert refused.status == "refused" and refused.attempts == 1
+    assert "retry" in refused.errors[0] and "refused before sending" in refused.errors[0]
+    assert orch.budget.spent_usd <= orch.budget.limit_usd
+
+
+async def test_error_statuses_cost_nothing(sim: Simulator) -> None:
+    """An attempt the API answered with an error status releases its reservation."""
+    define_agent("a", "x")
+    sim.script(Fault("overloaded"), times=1)
+    async with make_orchestrator(
+        sim, retry_policy=NO_WAIT, budget_usd=1.0, model="claude-sonnet-4-6"
+    ) as orch:
+        result = await orch.execute_agent("a", "task")
+    assert result.success and result.attempts == 2
+    assert orch.budget.spent_usd == pytest.approx(result.cost_usd)
+
+
+class SlowStoreCache(ResponseCache):
+    storing = asyncio.Event()
+
+    async def aput(self, *args: Any, **kwargs: Any) -> None:
+        self.storing.set()
+        await asyncio.sleep(5)
+
+
+async def test_cancel_while_storing_keeps_the_call_succeeded(sim: Simulator) -> None:
+    """A cancel after the answer arrived (during the cache write) does not make the call 'cancelled'."""
+    define_agent("a", "x")
+    cache = SlowStoreCache("memory", secret="s")
+    cache.storing = asyncio.Event()
+    async with make_orchestrator(sim, cache=cache) as orch:
+        kinds: list[str] = []
+        orch.events.subscribe(lambda event: kinds.append(event.kind))
+        task = asyncio.ensure_future(orch.execute_agent("a", "t"))
+        await asyncio.wait_for(cache.storing.wait(), timeout=10)  # the answer is in; the write is under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert orch.runs[0].status == "succeeded" and orch.runs[0].output
+    assert "cancelled" not in kinds

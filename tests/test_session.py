@@ -116,3 +116,38 @@ async def test_live_table_redraws_at_most_ten_times_a_second() -> None:
     assert drawn[-1].count("class='cfnb-row'") == 1000
     assert "1000/1000 done" in drawn[-1]
     assert refresh_interval(50) == 0.1
+
+
+def test_model_and_max_tokens_apply_to_the_live_orchestrator(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changing the default model or max_tokens takes effect at the next call, without a rebuild."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    define_agent("a", "x")
+    session = NotebookSession(settings=SessionSettings(enable_cache=False), announce=lambda _: None)
+    orch = session.orchestrator()
+    run_blocking(orch.execute_agent("a", "one"))
+    session.update(model="claude-haiku-4-5", max_tokens=50)
+    assert session.orchestrator() is orch
+    run_blocking(orch.execute_agent("a", "two"))
+    body = sim.requests[-1]["json"]
+    assert (body["model"], body["max_tokens"]) == ("claude-haiku-4-5", 50)
+    session.close()
+
+
+def test_settings_changes_keep_the_budget_object_and_replay(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session budget stays one object (in-flight reservations kept); replay survives rebuilds."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    session = NotebookSession(settings=SessionSettings(cache_backend="memory"), announce=lambda _: None)
+    budget = session.budget
+    budget.reserved_usd = 0.25  # as if a call were in flight
+    session.update(budget_usd=1.0)
+    session.update(default_format="text", budget_usd=2.0)
+    assert session.budget is budget and budget.limit_usd == 2.0 and budget.reserved_usd == 0.25
+    session.update(replay=True)
+    session.update(max_concurrent=3)
+    rebuilt = session.orchestrator()
+    assert rebuilt.cache is not None and rebuilt.cache.replay
+    session.close()

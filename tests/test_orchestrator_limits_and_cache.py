@@ -4,6 +4,7 @@ simulator."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +70,39 @@ async def test_a_hit_is_a_free_row_with_the_saving_recorded(sim: Simulator) -> N
     assert list(frame["status"]) == ["succeeded", "cached"]
     assert sim.stats()["requests"] == 1
     assert cache.stats().cost_saved_usd == pytest.approx(first.cost_usd)
+
+
+@pytest.mark.parametrize("tier", ["memory", "disk"])
+async def test_identical_concurrent_calls_make_one_request(sim: Simulator, tmp_path: Path, tier: str) -> None:
+    """50 identical calls started together make one request (the simulator's log says so); the other 49
+    wait for it and are cache hits, with the saving counted."""
+    define_agent("a", "x")
+    cache = ResponseCache(tier, cache_dir=tmp_path, secret="test")
+    async with make_orchestrator(sim, cache=cache, max_concurrent=50, model="claude-sonnet-4-6") as orch:
+        results = await orch.execute_multiple([("a", "same question")] * 50)
+    assert len(sim.requests) == 1
+    assert all(r.success for r in results) and len({r.output for r in results}) == 1
+    sent = [r for r in results if not r.cached]
+    assert len(sent) == 1 and sum(r.cached for r in results) == 49
+    stats = cache.stats()
+    assert (stats.hits, stats.misses) == (49, 1)
+    assert stats.cost_saved_usd == pytest.approx(49 * sent[0].cost_usd)
+
+
+async def test_coalescing_respects_no_cache_refresh_and_a_failed_leader(sim: Simulator) -> None:
+    """use_cache=False and refresh=True calls are all sent; when the call others wait on fails, they go on
+    alone instead of sharing its failure."""
+    define_agent("a", "x")
+    cache = ResponseCache("memory", secret="test")
+    async with make_orchestrator(sim, cache=cache, max_concurrent=10) as orch:
+        await orch.execute_multiple([("a", "t")] * 5, use_cache=False)
+        assert len(sim.requests) == 5
+        await orch.execute_multiple([("a", "t")] * 5, refresh=True)
+        assert len(sim.requests) == 10
+        sim.script(Fault("status", status=400), match="fails first")
+        results = await orch.execute_multiple([("a", "fails first")] * 5)
+    assert [r.success for r in results].count(False) == 1
+    assert len(sim.requests) == 15
 
 
 async def test_use_cache_false_refresh_and_exclusions(sim: Simulator) -> None:

@@ -190,6 +190,8 @@ class AsyncAgentOrchestrator:
         self._active = 0  # calls in progress (queued, waiting, in flight)
         self._idle = asyncio.Event()
         self._idle.set()
+        # Calls in flight by cache key, so identical concurrent calls make one request (see _run).
+        self._in_flight: dict[str, asyncio.Future[CacheHit | None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -438,21 +440,30 @@ class AsyncAgentOrchestrator:
         cache = self.cache if call.use_cache and self.cache is not None else None
         if cache is not None and cache.excludes(call.agent):
             cache = None
+        lead: tuple[str, asyncio.Future[CacheHit | None]] | None = None  # an identical call may follow it
         self._active += 1
         self._idle.clear()
         try:
             if cache is not None and not call.refresh:
+                if not cache.replay:
+                    key = cache.key(request)
+                    leader = self._in_flight.get(key)
+                    if leader is None:
+                        lead = (key, asyncio.get_running_loop().create_future())
+                        self._in_flight[key] = lead[1]
+                    else:
+                        # An identical call is in flight: wait for its answer rather than send another
+                        # request (the leader's cancellation or failure is not this call's: it then goes
+                        # on alone). Waiting through asyncio.wait never cancels the shared future.
+                        await asyncio.wait([leader])
+                        shared = leader.result()
+                        if shared is not None:
+                            cache.count_coalesced_hit(shared.cost_usd, shared.latency_s)
+                            return self._served_from_cache(record, call, shared, on_text)
                 hit = await self._cache_lookup(cache, request, call.agent)
                 if hit is not None:
-                    completion = hit.completion
-                    record.cached = True
-                    record.cost_saved_usd = hit.cost_usd
-                    self._apply_completion(record, completion, cost=0.0)
-                    self._finish(record, "cached", started=record.queued_at)
-                    if on_text is not None and completion.text:
-                        _deliver(on_text, completion.text)
-                    events.emit("cached", record)
-                    return AgentResult.from_record(record, cache_key=hit.key, **call.metadata)
+                    _end_lead(self._in_flight, lead, hit)
+                    return self._served_from_cache(record, call, hit, on_text)
                 if cache.replay:
                     raise CacheMiss(
                         f"replay mode: no cached answer for agent {call.agent!r} on task "
@@ -467,6 +478,18 @@ class AsyncAgentOrchestrator:
             _settle(held, cost)
             self._apply_completion(record, completion, cost=cost)
             self._finish(record, "succeeded")
+            if lead is not None:
+                from ._cache import CacheHit
+
+                answer = CacheHit(
+                    key=lead[0],
+                    completion=completion,
+                    cost_usd=cost,
+                    latency_s=record.latency_s,
+                    created_at=record.finished_at,
+                    agent=record.agent,
+                )
+                _end_lead(self._in_flight, lead, answer)
             if cache is not None and not cache.replay:
                 await self._cache_store(cache, request, completion, record)
             events.emit("finished", record)
@@ -494,9 +517,24 @@ class AsyncAgentOrchestrator:
             log.error("agent call %s failed unexpectedly", record.run_id, exc_info=True)
             return self._failed(record, call, exc, refused=False)
         finally:
+            _end_lead(self._in_flight, lead, None)  # failed or cancelled: the followers go on alone
             self._active -= 1
             if not self._active:
                 self._idle.set()
+
+    def _served_from_cache(
+        self, record: RunRecord, call: CallSpec, hit: CacheHit, on_text: TextCallback | None
+    ) -> AgentResult:
+        """Finish a call answered without a request: from the cache, or by an identical call in flight."""
+        completion = hit.completion
+        record.cached = True
+        record.cost_saved_usd = hit.cost_usd
+        self._apply_completion(record, completion, cost=0.0)
+        self._finish(record, "cached", started=record.queued_at)
+        if on_text is not None and completion.text:
+            _deliver(on_text, completion.text)
+        self.events.emit("cached", record)
+        return AgentResult.from_record(record, cache_key=hit.key, **call.metadata)
 
     def _failed(self, record: RunRecord, call: CallSpec, exc: BaseException, *, refused: bool) -> AgentResult:
         record.error = str(exc) if isinstance(exc, ClaudeForceError) else f"{type(exc).__name__}: {exc}"
@@ -720,6 +758,20 @@ def _rate_card(pricing: RateCard | Mapping[str, Any] | str | Path | None) -> Rat
 
 def _invalid_result(message: str, exc: BaseException, *, agent: str) -> AgentResult:
     return AgentResult(agent_name=agent, success=False, errors=[message], status="invalid", exception=exc)
+
+
+def _end_lead(
+    in_flight: dict[str, asyncio.Future[CacheHit | None]],
+    lead: tuple[str, asyncio.Future[CacheHit | None]] | None,
+    answer: CacheHit | None,
+) -> None:
+    """Hand the leader's answer (None: none) to the calls waiting on it, and stop leading (once)."""
+    if lead is None or lead[1].done():
+        return
+    key, future = lead
+    if in_flight.get(key) is future:
+        del in_flight[key]
+    future.set_result(answer)
 
 
 def _settle(held: list[tuple[Budget, Reservation]], cost: float) -> None:

@@ -170,6 +170,12 @@ class ResponseCache:
             await self._store.adiscard(key, bad)
         return hit
 
+    def count_coalesced_hit(self, cost_usd: float, latency_s: float) -> None:
+        """Count as a hit a call answered by an identical call in flight (the orchestrator coalesces them),
+        with what it saved."""
+        with self._lock:
+            self._counters.record_hit(cost_usd, latency_s)
+
     def _miss(self) -> None:
         with self._lock:
             self._counters.misses += 1

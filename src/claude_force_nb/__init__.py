@@ -5,6 +5,7 @@ the `anthropic` SDK: they load when first needed, so `import claude_force_nb` an
 """
 
 from ._agents import AgentConfig, AgentSpec, define_agent, load_config, remove_agent
+from ._batch import BatchJob, BatchStatus
 from ._cache import CacheHit, CacheStats, ResponseCache
 from ._calls import CallSpec
 from ._display import AgentRun
@@ -14,6 +15,7 @@ from ._exceptions import (
     APICallError,
     AttemptTimeoutError,
     BackendError,
+    BatchError,
     BudgetExceededError,
     BundleError,
     CacheMiss,
@@ -47,6 +49,9 @@ __all__ = [
     "AsyncAgentOrchestrator",
     "AttemptTimeoutError",
     "BackendError",
+    "BatchError",
+    "BatchJob",
+    "BatchStatus",
     "BudgetExceededError",
     "BundleError",
     "CacheHit",

@@ -13,6 +13,7 @@ Environment variables:
 | `CLAUDE_CACHE_SECRET` | the HMAC secret for cache entries (else a per-user secret file is created) |
 | `CLAUDE_FORCE_NB_CACHE_DIR` | where the disk cache lives (default: the user's cache dir) |
 | `CLAUDE_FORCE_NB_CONFIG_DIR` | where the per-user secret lives (default: the user's config dir) |
+| `CLAUDE_FORCE_NB_DATA_DIR` | where the registry of Message Batches lives (default: the user's data dir) |
 | `CLAUDE_FORCE_NB_SIMULATE` | `1` forces the bundled simulator even when a key is set (Binder, demos) |
 """
 
@@ -56,6 +57,7 @@ class Environment:
     cache_dir: Path
     config_dir: Path
     simulate: bool
+    data_dir: Path
 
     @property
     def has_credentials(self) -> bool:
@@ -80,6 +82,8 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
     env = os.environ if environ is None else environ
     cache_root = _user_dir(env, "XDG_CACHE_HOME", ".cache", "Caches", "LOCALAPPDATA")
     config_root = _user_dir(env, "XDG_CONFIG_HOME", ".config", "Application Support", "APPDATA")
+    data_root = _user_dir(env, "XDG_DATA_HOME", ".local/share", "Application Support", "LOCALAPPDATA")
+    data_dir = env.get("CLAUDE_FORCE_NB_DATA_DIR")
     cache_dir = env.get("CLAUDE_FORCE_NB_CACHE_DIR")
     config_dir = env.get("CLAUDE_FORCE_NB_CONFIG_DIR")
     return Environment(
@@ -88,5 +92,6 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
         cache_secret=env.get("CLAUDE_CACHE_SECRET") or None,
         cache_dir=Path(cache_dir).expanduser() if cache_dir else cache_root / _APP,
         config_dir=Path(config_dir).expanduser() if config_dir else config_root / _APP,
+        data_dir=Path(data_dir).expanduser() if data_dir else data_root / _APP,
         simulate=env.get("CLAUDE_FORCE_NB_SIMULATE", "").strip().lower() in ("1", "true", "yes", "on"),
     )

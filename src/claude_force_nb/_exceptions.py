@@ -10,6 +10,7 @@ ClaudeForceError
 ├── BundleError (ValueError)           a replay bundle that is malformed, oversized, or fails its checksums
 ├── CallFailedError                    `AgentResult.raise_for_error()` on a call that did not succeed
 ├── AgentRunFailed                     a `%%agent` cell whose calls did not all succeed (raised at its end)
+├── BatchError                         a Message Batches job that cannot be sent, found or collected
 └── BackendError                       the API call itself failed (after translation from the SDK)
     ├── APICallError                   the API answered with an error (status, error type, retry hints)
     ├── ConnectionFailedError          no answer: connection refused/reset, stream cut short
@@ -37,6 +38,7 @@ __all__ = [
     "AgentRunFailed",
     "AttemptTimeoutError",
     "BackendError",
+    "BatchError",
     "BudgetExceededError",
     "BundleError",
     "CacheMiss",
@@ -119,6 +121,11 @@ class AgentRunFailed(ClaudeForceError):
 
     def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
         return [f"AgentRunFailed: {self}"]
+
+
+class BatchError(ClaudeForceError):
+    """A Message Batches job (or one of its items) could not be sent, found or collected; the message says
+    which and what to do."""
 
 
 class BackendError(ClaudeForceError):

@@ -75,6 +75,8 @@ from ._results import AgentResult, WorkflowResult
 from ._retry import RetryPolicy, backoff_delay
 
 if TYPE_CHECKING:
+    from ._batch import BatchJob
+    from ._batch_registry import RegisteredJob
     from ._cache import CacheHit, ResponseCache
 
 __all__ = ["AsyncAgentOrchestrator"]
@@ -163,6 +165,7 @@ class AsyncAgentOrchestrator:
             input_tokens_per_minute=input_tokens_per_minute,
             output_tokens_per_minute=output_tokens_per_minute,
         )
+        self._data_dir = env.data_dir  # where the registry of Message Batches lives
         self._api_key = api_key if api_key is not None else env.api_key
         self._base_url = base_url if base_url is not None else env.base_url
         self._backend: Backend | None = backend
@@ -417,6 +420,51 @@ class AsyncAgentOrchestrator:
             if not previous.success:
                 break
         return WorkflowResult(workflow_name, names, results)
+
+    # -- Message Batches (the work is in _batch.py) -----------------------------------------------------
+
+    async def submit_batch(
+        self, calls: Iterable[tuple[str, str] | CallSpec | Mapping[str, Any]], **options: Any
+    ) -> BatchJob:
+        """Send calls (items as for `execute_multiple`) through the Message Batches API at batch prices.
+
+        Cache hits never go out (replay mode sends nothing); the budget reserves every miss's worst case at
+        batch prices first, or refuses the whole batch before sending; the job is registered so it can be
+        collected after a restart, and re-submitting the same calls while that job is open returns it.
+        Options: `use_cache`, `refresh`, `max_retries` (resubmissions of retryable errored items),
+        `max_requests_per_batch`, `max_bytes_per_batch` (the split limits), `reuse_open`.
+        """
+        from ._batch import submit_batch
+
+        return await submit_batch(self, calls, **options)
+
+    async def execute_batch(
+        self,
+        calls: Iterable[tuple[str, str] | CallSpec | Mapping[str, Any]],
+        *,
+        poll_interval: float | None = None,
+        on_progress: Any = None,
+        **options: Any,
+    ) -> list[AgentResult]:
+        """`submit_batch`, then wait and collect: one AgentResult per item, in input order."""
+        from ._batch import DEFAULT_POLL_INTERVAL_S
+
+        job = await self.submit_batch(calls, **options)
+        interval = DEFAULT_POLL_INTERVAL_S if poll_interval is None else poll_interval
+        results: list[AgentResult] = await job.wait(poll_interval=interval, on_progress=on_progress)
+        return results
+
+    async def resume_batch(self, batch_id: str) -> BatchJob:
+        """A batch job submitted earlier (this process or another), from the registry: `await job.wait()`."""
+        from ._batch import resume_batch
+
+        return await resume_batch(self, batch_id)
+
+    def batch_jobs(self) -> list[RegisteredJob]:
+        """Every batch job in the registry (all processes, newest first): ids, state, size, endpoint."""
+        from ._batch import list_jobs
+
+        return list_jobs(self)
 
     # -- the one path every call takes -----------------------------------------------------------------
 

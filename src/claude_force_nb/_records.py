@@ -46,6 +46,7 @@ FRAME_COLUMNS = (
     "workflow",
     "workflow_step",
     "batch_id",
+    "mode",
     "stop_reason",
     "error",
     "task",
@@ -101,6 +102,7 @@ class RunRecord:
     workflow: str | None = None
     workflow_step: int | None = None
     batch_id: str | None = None
+    mode: str = "interactive"  # "batch" for calls sent through the Message Batches API
     stop_reason: str | None = None
     error: str | None = None
     error_type: str | None = None

@@ -58,6 +58,9 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL_S",
     "BatchJob",
     "BatchStatus",
+    "batch_status",
+    "cancel_job",
+    "list_jobs",
     "resume_batch",
     "submit_batch",
 ]
@@ -341,6 +344,10 @@ class BatchJob:
                 }
             )
         return pd.DataFrame(rows)
+
+    def cost_so_far(self) -> float:
+        """Dollars of the results collected so far (at batch prices; cache hits cost nothing)."""
+        return sum(r.cost_usd for r in self._results if r is not None)
 
     def __repr__(self) -> str:
         state = "done" if self.done else f"{sum(map(len, self._pending.values()))} waiting"
@@ -732,3 +739,43 @@ async def resume_batch(
 
 def list_jobs(orch: AsyncAgentOrchestrator, registry: BatchRegistry | None = None) -> list[RegisteredJob]:
     return _registry(orch, registry).jobs()
+
+
+def _registered(orch: AsyncAgentOrchestrator, batch_id: str, registry: BatchRegistry | None) -> RegisteredJob:
+    found = _registry(orch, registry).find(batch_id)
+    if found is None:
+        raise BatchError(f"no batch job {batch_id!r} in the registry; `%agent batches` lists the known ones")
+    return found
+
+
+async def batch_status(
+    orch: AsyncAgentOrchestrator, batch_id: str, *, registry: BatchRegistry | None = None
+) -> BatchStatus:
+    """A registered job's status from the API, without collecting anything (no run records)."""
+    found = _registered(orch, batch_id, registry)
+    job = BatchJob(
+        orch,
+        job_id=found.job_id,
+        size=found.n_items,
+        registry=None,
+        max_retries=0,
+        max_requests=DEFAULT_BATCH_MAX_REQUESTS,
+        max_bytes=DEFAULT_BATCH_MAX_BYTES,
+    )
+    job._batch_ids = list(found.batch_ids)
+    job._pending = {b: {} for b in found.batch_ids}
+    job._started = found.created
+    status = await job.status()
+    ended = all(state == "ended" for state in job._status.values())
+    return replace(status, processing_status="ended" if ended else status.processing_status)
+
+
+async def cancel_job(
+    orch: AsyncAgentOrchestrator, batch_id: str, *, registry: BatchRegistry | None = None
+) -> BatchStatus:
+    """Ask the API to cancel every batch of a registered job (collect it afterwards for what finished)."""
+    found = _registered(orch, batch_id, registry)
+    client = _client(orch)
+    for one in found.batch_ids:
+        await _api(orch, f"cancel batch {one}", partial(client.messages.batches.cancel, one))
+    return await batch_status(orch, batch_id, registry=registry)

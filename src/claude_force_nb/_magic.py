@@ -233,6 +233,12 @@ class AgentMagics(Magics):
     )
     @argument("--budget", type=float, default=None, help="spending cap in dollars for this cell")
     @argument("--quiet", action="store_true", help="no live progress; show only the result")
+    @argument(
+        "--batch",
+        action="store_true",
+        help="send the --inputs rows through the Message Batches API (half price; --bg returns the job)",
+    )
+    @argument("--poll", type=float, default=None, help="with --batch: seconds between status checks")
     @line_cell_magic
     def agent(self, line: str, cell: str | None = None) -> Any:
         """Run agents on the cell's text (the task), or manage the session with a line command.
@@ -240,11 +246,12 @@ class AgentMagics(Magics):
         Cell magic:  %%agent NAME[,NAME...] [options]      (the cell body is the task)
                      %%agent --workflow NAME [options]
                      %%agent NAME --inputs df              (one call per row; {{column}} per row)
+                     %%agent NAME --inputs df --batch      (the rows as a Message Batch, half price)
                      result << NAME ...  /  result= << NAME ...   (store / store and show)
         `{{name}}` in the task is replaced by the variable `name`; `{x}` and `$x` stay as typed.
 
         Line magic:  %agent list | runs | models | stats | cache ... | plot ... | panel | config | budget
-                     | chat | help
+                     | chat | batches | batch ... | help
                      (`%agent help` explains each)
         """
         if cell is None:
@@ -260,6 +267,8 @@ class AgentMagics(Magics):
             raise UsageError(str(exc)) from None
         variable = capture.variable or args.output
         show = capture.show if capture.variable else True
+        if args.batch or args.poll is not None:
+            return self._batch_cell(args, orch, plan, variable, show)
         coro = self._execute(orch, plan)
         if args.bg:
             handle = BackgroundRun(spawn(coro), plan.calls[0].agent if plan.kind == "single" else plan.kind)
@@ -284,6 +293,26 @@ class AgentMagics(Magics):
             )
             raise
         return self._conclude(run, plan, variable, show)
+
+    def _batch_cell(
+        self, args: Any, orch: AsyncAgentOrchestrator, plan: _CellPlan, variable: str | None, show: bool
+    ) -> Any:
+        from ._batch_magic import run_batch_cell
+
+        if not args.batch:
+            raise UsageError("--poll goes with --batch")
+        if plan.kind != "inputs":
+            raise UsageError("--batch works with --inputs: `%%agent NAME --inputs df --batch`")
+        if args.poll is not None and not args.poll > 0:
+            raise UsageError(f"--poll must be a positive number of seconds, got {args.poll}")
+        try:
+            return run_batch_cell(
+                self, orch, plan, variable=variable, show=show, background=args.bg, poll_interval=args.poll
+            )
+        except (ClaudeForceError, ValueError) as exc:
+            if isinstance(exc, AgentRunFailed):
+                raise
+            raise UsageError(str(exc)) from None
 
     def _plan(self, args: Any, cell: str, orch: AsyncAgentOrchestrator) -> _CellPlan:
         settings = self.session.settings
@@ -557,6 +586,16 @@ class AgentMagics(Magics):
             f"Budget: {limit_text}; spent {format_cost(budget.spent_usd)}, "
             f"{format_cost(budget.reserved_usd)} held by calls in flight"
         )
+
+    def _cmd_batches(self) -> Any:
+        from ._batch_magic import jobs_frame
+
+        return jobs_frame(self.session.orchestrator())
+
+    def _cmd_batch(self, action: str, batch_id: str) -> Any:
+        from ._batch_magic import batch_command
+
+        return batch_command(self, self.session.orchestrator(), action, batch_id)
 
     def _cmd_chat(self, action: str, name: str) -> None:
         existed = self.session.chats.pop(name, None) is not None

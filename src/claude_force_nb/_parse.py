@@ -164,6 +164,9 @@ LINE_USAGE = """\
 %agent config                    the current settings
 %agent budget [USD|off]          show or set the session budget
 %agent chat reset NAME           forget a --chat conversation
+%agent batches                   Message Batches jobs (this machine's registry) with live status
+%agent batch status|cancel|collect ID
+                                 one batch job: its counts / cancel it / collect its results
 %agent help                      this text"""
 
 
@@ -188,7 +191,7 @@ def parse_line(line: str) -> LineCommand:
     if not words:
         return LineCommand("help")
     head, rest = words[0].lower(), tuple(words[1:])
-    simple = {"list", "runs", "models", "stats", "panel", "config", "help"}
+    simple = {"list", "runs", "models", "stats", "panel", "config", "help", "batches"}
     if head in simple:
         if rest:
             raise _usage_error(f"%agent {head} takes no arguments")
@@ -209,6 +212,10 @@ def parse_line(line: str) -> LineCommand:
         return LineCommand("chat", rest)
     if head == "cache":
         return LineCommand("cache", _parse_cache_args(rest))
+    if head == "batch":
+        if len(rest) != 2 or rest[0].lower() not in ("status", "cancel", "collect"):
+            raise _usage_error("%agent batch status|cancel|collect ID")
+        return LineCommand("batch", (rest[0].lower(), rest[1]))
     raise _usage_error(f"unknown %agent command {words[0]!r}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,24 @@ def sim(_shared_sim: Simulator) -> Simulator:
     """A running simulator (zero latency), reset for this test."""
     _shared_sim.reset()
     return _shared_sim
+
+
+class FakeClock:
+    """A virtual monotonic clock: `sleep(s)` returns at once (after yielding to the loop) and moves the clock
+    on by `s`. Given to a RateLimiter (and to the in-thread simulator with `serve(clock=...)`), paced waits
+    are checked exactly and take no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
 
 
 def make_orchestrator(simulator: Simulator, **options: object) -> AsyncAgentOrchestrator:

@@ -10,35 +10,56 @@ from typing import Any
 import pytest
 
 from claude_force_nb import CacheMiss, ResponseCache, RetryPolicy, define_agent
+from claude_force_nb._limits import NEARLY_SPENT_FRACTION, RateLimiter
 from claude_force_nb.sim import Fault, Simulator, serve
 
-from .conftest import make_orchestrator
+from .conftest import FakeClock, make_orchestrator
 
 NO_WAIT = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
 
 
 async def test_client_side_rpm_keeps_under_the_server_limit() -> None:
-    """With the client's requests/minute equal to the server's, a burst past the limit is paced, not 429'd."""
+    """With the client's requests/minute equal to the server's, a burst past the limit is paced, not 429'd.
+    Client and server share a virtual clock, so the waits are exact and take no real time."""
     define_agent("a", "x")
-    with serve(requests_per_minute=60) as limited:
-        async with make_orchestrator(limited, requests_per_minute=60, max_concurrent=20) as orch:
-            results = await orch.execute_multiple([("a", f"t{i}") for i in range(62)])
-            waited = orch.limiter.waited_s
+    rpm, calls = 60, 62
+    clock = FakeClock()
+    with serve(requests_per_minute=rpm, clock=clock) as limited:
+        async with make_orchestrator(limited, max_concurrent=20) as orch:
+            orch.limiter = RateLimiter(requests_per_minute=rpm, clock=clock, sleep=clock.sleep)
+            results = await orch.execute_multiple([("a", f"t{i}") for i in range(calls)])
         statuses = limited.stats()["by_status"]
     assert all(r.success for r in results)
-    assert 429 not in statuses and statuses[200] == 62
-    assert waited > 0  # the last two requests had to wait for the bucket to refill
+    assert 429 not in statuses and statuses[200] == calls  # the server is the referee
+    # The calls past the bucket waited for it to refill: one request every 60/rpm seconds.
+    assert clock.now >= (calls - rpm) * 60 / rpm - 1e-9
 
 
 async def test_nearly_spent_headers_pause_new_calls() -> None:
-    """When anthropic-ratelimit-*-remaining runs low, every new attempt pauses; the batch still completes."""
+    """When anthropic-ratelimit-*-remaining runs low, new attempts wait before they are sent; the batch
+    still completes without a 429."""
     define_agent("a", "x")
-    with serve(requests_per_minute=100) as limited:
+    rpm = 100
+    clock = FakeClock()
+    sent_before_each_wait: list[int] = []
+    with serve(requests_per_minute=rpm, clock=clock) as limited:
+
+        async def sleep(seconds: float) -> None:
+            sent_before_each_wait.append(limited.stats()["requests"])
+            await clock.sleep(seconds)
+
         async with make_orchestrator(limited, max_concurrent=4) as orch:
-            results = await orch.execute_multiple([("a", f"t{i}") for i in range(99)])
-            paused = orch.limiter.paused_until
+            orch.limiter = RateLimiter(clock=clock, sleep=sleep)  # no client-side limits: only the headers
+            results = await orch.execute_multiple([("a", f"t{i}") for i in range(rpm)])
+        stats = limited.stats()
     assert all(r.success for r in results)
-    assert paused > 0
+    assert 429 not in stats["by_status"]
+    # A wait happened, only once the server's headers said fewer than 5% of the requests were left ...
+    assert sent_before_each_wait
+    assert sent_before_each_wait[0] > rpm * (1 - NEARLY_SPENT_FRACTION)
+    # ... and at least one attempt was sent after waiting.
+    assert stats["requests"] > sent_before_each_wait[0]
+    assert clock.now > 0 and orch.limiter.waited_s > 0
 
 
 async def test_a_429_pauses_every_call_not_just_its_own() -> None:

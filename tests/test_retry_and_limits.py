@@ -13,6 +13,8 @@ from claude_force_nb._limits import Budget, RateLimiter, TokenBucket
 from claude_force_nb._request import RateLimitSnapshot
 from claude_force_nb._retry import backoff_delay, is_retryable_status, parse_retry_after
 
+from .conftest import FakeClock
+
 
 @pytest.mark.parametrize(
     ("status", "error_type", "should_retry", "expected"),
@@ -175,19 +177,6 @@ def test_token_bucket_refills_continuously() -> None:
     assert bucket.wait_for(1, now=0.5) == pytest.approx(0.5)
     assert bucket.wait_for(1, now=1.0) == 0
     assert bucket.wait_for(10_000, now=1.0) == pytest.approx(59.0)  # capped at capacity: never impossible
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 async def test_rate_limiter_paces_requests() -> None:

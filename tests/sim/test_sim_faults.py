@@ -131,7 +131,7 @@ async def test_hang_fault_times_out_the_client_and_ends_on_disconnect(
     start = time.perf_counter()
     with pytest.raises(anthropic.APITimeoutError):
         await client.messages.create(model=MODEL, max_tokens=5, messages=user("x"), timeout=0.2)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 10.0  # a generous bound, still a third of the 30 s hang
     for _ in range(500):
         if sim.stats()["in_flight"] == 0:
             break
@@ -164,7 +164,7 @@ async def test_hang_does_not_delay_shutdown(make_client: Any) -> None:
         start = time.perf_counter()
     finally:
         sim.close()
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0  # generous, yet well under the 60 s hang
     with pytest.raises(anthropic.APIConnectionError):
         await pending
 

@@ -280,5 +280,5 @@ async def test_latency_model_delays_the_json_answer(make_client: Any) -> None:
         start = time.perf_counter()
         message = await client.messages.create(model=MODEL, max_tokens=1000, messages=user("slow"))
         elapsed = time.perf_counter() - start
-    assert elapsed >= 0.05 + 0.002 * message.usage.output_tokens
-    assert elapsed < 2.0
+    expected = 0.05 + 0.002 * message.usage.output_tokens
+    assert expected <= elapsed < expected + 5.0  # the upper bound only catches a runaway delay

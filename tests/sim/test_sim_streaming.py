@@ -128,8 +128,8 @@ async def test_stream_is_paced_by_ttft_and_per_token(make_client: Any) -> None:
         total = time.perf_counter() - start
     assert first_delta is not None
     assert first_delta >= 0.05
-    assert total >= 0.05 + 0.001 * final.usage.output_tokens
-    assert total < 2.0
+    expected = 0.05 + 0.001 * final.usage.output_tokens
+    assert expected <= total < expected + 5.0  # the upper bound only catches a runaway delay
 
 
 async def test_streams_are_counted_in_stats(sim: Simulator, client: anthropic.AsyncAnthropic) -> None:

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -35,8 +37,10 @@ _ADMIN_TIMEOUT_S = 10.0
 
 
 class _ThreadBackend:
-    def __init__(self, config: SimConfig, startup_timeout_s: float) -> None:
-        self.state = SimState(config)
+    def __init__(
+        self, config: SimConfig, startup_timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.state = SimState(config, clock)
         self._server = SimServer(config, self.state)
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -204,10 +208,14 @@ class Simulator:
         *,
         process: bool = False,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+        clock: Callable[[], float] | None = None,
         **options: Any,
     ) -> None:
         self.config = merge_options(config, options)
         self.process = bool(process)
+        if clock is not None and self.process:
+            raise ValueError("clock= needs the in-thread simulator: a subprocess cannot share a clock")
+        self._clock = clock
         self._startup_timeout_s = startup_timeout_s
         self._backend: _ThreadBackend | _ProcessBackend | None = None
 
@@ -219,8 +227,12 @@ class Simulator:
     def start(self) -> Simulator:
         """Start serving (idempotent); raises RuntimeError when the server cannot start."""
         if self._backend is None:
-            backend_type = _ProcessBackend if self.process else _ThreadBackend
-            self._backend = backend_type(self.config, self._startup_timeout_s)
+            if self.process:
+                self._backend = _ProcessBackend(self.config, self._startup_timeout_s)
+            else:
+                self._backend = _ThreadBackend(
+                    self.config, self._startup_timeout_s, self._clock or time.monotonic
+                )
         return self
 
     def close(self) -> None:
@@ -279,11 +291,13 @@ def serve(
     *,
     process: bool = False,
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    clock: Callable[[], float] | None = None,
     **options: Any,
 ) -> Simulator:
     """A Simulator that starts on `with` entry and stops on exit: `with serve(ttft_s=0.01) as sim: ...`.
 
     `options` are SimConfig fields and override `config`; bad values raise ValueError here, before anything
-    starts.
+    starts. `clock` (in-thread only) replaces `time.monotonic` for the rate limits and the prompt cache's
+    TTLs: a test can share a virtual clock with the client's rate limiter, so paced waits take no real time.
     """
-    return Simulator(config, process=process, startup_timeout_s=startup_timeout_s, **options)
+    return Simulator(config, process=process, startup_timeout_s=startup_timeout_s, clock=clock, **options)

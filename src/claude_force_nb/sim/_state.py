@@ -11,6 +11,7 @@ import copy
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from ._batches import BatchBook
@@ -50,8 +51,9 @@ _COUNTERS = (
 class SimState:
     """Stats, recorded requests, fault schedule, prompt cache and rate limits of one simulator."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self._clock = clock  # rate limits and the prompt cache's TTLs read it (injectable for tests)
         self._lock = threading.Lock()
         self._schedule = FaultSchedule(config.fault_rates, config.seed)
         self._cache = PromptCache(ttl_5m_s=config.cache_ttl_5m_s, ttl_1h_s=config.cache_ttl_1h_s)
@@ -59,11 +61,11 @@ class SimState:
             rpm=config.requests_per_minute,
             itpm=config.input_tokens_per_minute,
             otpm=config.output_tokens_per_minute,
-            now=time.monotonic(),
+            now=self._clock(),
         )
         # count_tokens has its own requests-per-minute limit, separate from the Messages API's.
         self._count_limiter = RateLimiter(
-            rpm=config.count_tokens_per_minute, itpm=None, otpm=None, now=time.monotonic()
+            rpm=config.count_tokens_per_minute, itpm=None, otpm=None, now=self._clock()
         )
         self._records: deque[dict[str, Any]] = deque(maxlen=config.record_limit)
         self._counts = dict.fromkeys(_COUNTERS, 0)
@@ -98,7 +100,7 @@ class SimState:
 
         Returns the cache plan, the refusal (or None) and the anthropic-ratelimit-* headers to send.
         """
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             plan = NO_CACHE
             if prompt.breakpoints:
@@ -139,7 +141,7 @@ class SimState:
         batch items are not admitted one by one)."""
         if not prompt.breakpoints:
             return NO_CACHE
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             plan = self._cache.plan(
                 scope=f"batch:{scope}",
@@ -166,7 +168,7 @@ class SimState:
         with self._lock:
             if not self._count_limiter.enabled:
                 return None
-            refused = self._count_limiter.admit(0, time.monotonic())
+            refused = self._count_limiter.admit(0, self._clock())
             if refused is not None:
                 self._counts["count_tokens_limited"] += 1
             return refused
@@ -204,7 +206,7 @@ class SimState:
                     counts["cache_writes"] += 1
                     counts["cache_write_tokens"] += usage.cache_write_tokens
                 if self._limiter.enabled:
-                    self._limiter.charge_output(usage.output_tokens, time.monotonic())
+                    self._limiter.charge_output(usage.output_tokens, self._clock())
 
     # -- the controller's side -----------------------------------------------------------------------------
 
@@ -238,6 +240,6 @@ class SimState:
             self._records.clear()
             self._schedule.reset()
             self._cache.clear()
-            self._limiter.reset(time.monotonic())
+            self._limiter.reset(self._clock())
             self.batches = BatchBook(self.config)
-            self._count_limiter.reset(time.monotonic())
+            self._count_limiter.reset(self._clock())

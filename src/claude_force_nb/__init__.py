@@ -9,6 +9,7 @@ from ._batch import BatchJob, BatchStatus
 from ._cache import CacheHit, CacheStats, ResponseCache
 from ._calls import CallSpec
 from ._display import AgentRun
+from ._estimate import CallEstimate, CostEstimate
 from ._events import EventBus, RunEvent
 from ._exceptions import (
     AgentRunFailed,
@@ -57,6 +58,7 @@ __all__ = [
     "CacheHit",
     "CacheMiss",
     "CacheStats",
+    "CallEstimate",
     "CallFailedError",
     "CallSpec",
     "ChatMessage",
@@ -64,6 +66,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ConnectionFailedError",
+    "CostEstimate",
     "EventBus",
     "MalformedResponseError",
     "MessageRequest",

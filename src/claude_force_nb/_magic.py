@@ -25,6 +25,7 @@ from ._agents import build_user_turn
 from ._calls import CallSpec
 from ._config import DEFAULT_MODEL
 from ._display import AgentRun, StreamView, TableView, figure_png, format_cost
+from ._estimate import estimate_calls
 from ._events import RunEvent
 from ._exceptions import AgentRunFailed, ClaudeForceError, ConfigError
 from ._limits import Budget
@@ -239,6 +240,7 @@ class AgentMagics(Magics):
         help="send the --inputs rows through the Message Batches API (half price; --bg returns the job)",
     )
     @argument("--poll", type=float, default=None, help="with --batch: seconds between status checks")
+    @argument("--estimate", action="store_true", help="preview the cost (free token counts); run nothing")
     @line_cell_magic
     def agent(self, line: str, cell: str | None = None) -> Any:
         """Run agents on the cell's text (the task), or manage the session with a line command.
@@ -267,6 +269,8 @@ class AgentMagics(Magics):
             raise UsageError(str(exc)) from None
         variable = capture.variable or args.output
         show = capture.show if capture.variable else True
+        if args.estimate:
+            return self._estimate(orch, plan, variable, show)
         if args.batch or args.poll is not None:
             return self._batch_cell(args, orch, plan, variable, show)
         coro = self._execute(orch, plan)
@@ -443,6 +447,23 @@ class AgentMagics(Magics):
             self._ns["_agent_last"] = run
             raise AgentRunFailed(run)
         return run
+
+    def _estimate(
+        self, orch: AsyncAgentOrchestrator, plan: _CellPlan, variable: str | None, show: bool
+    ) -> Any:
+        """`--estimate`: the cell's calls previewed (count_tokens, cache hits, cost range), none run."""
+        calls, notes = plan.calls, []
+        if plan.workflow:
+            steps = orch.config.workflow(plan.workflow)
+            calls = [replace(plan.calls[0], agent=name, workflow_step=i) for i, name in enumerate(steps)]
+            notes.append(
+                "Workflow steps after the first also receive the previous step's answer, unknown "
+                "before running: their input is counted without it."
+            )
+        preview = run_blocking(estimate_calls(orch, calls, notes=notes))
+        if variable:
+            self._ns[variable] = preview
+        return preview if show else None
 
     def _conclude(self, run: AgentRun, plan: _CellPlan, variable: str | None, show: bool) -> Any:
         value: Any = run.to_frame() if plan.kind == "inputs" else run

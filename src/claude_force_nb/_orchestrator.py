@@ -55,6 +55,7 @@ from ._config import (
     DEFAULT_TIMEOUT_S,
     read_environment,
 )
+from ._estimate import CostEstimate, TokenCounter, counted_prompt_bound, estimate_calls
 from ._events import EventBus
 from ._exceptions import (
     APICallError,
@@ -126,6 +127,7 @@ class AsyncAgentOrchestrator:
         output_tokens_per_minute: float | None = None,
         pricing: RateCard | Mapping[str, Any] | str | Path | None = None,
         allow_retired: bool = False,
+        count_tokens_per_minute: float | None = None,
         notices: LifecycleNotices | None = None,
         prompt_caching: bool = True,
         prompt_cache_ttl: str = "5m",
@@ -154,6 +156,12 @@ class AsyncAgentOrchestrator:
         self.rate_card = _rate_card(pricing)
         self.allow_retired = allow_retired
         self.notices = notices if notices is not None else LifecycleNotices()
+        self.token_counter = TokenCounter(
+            requests_per_minute=count_tokens_per_minute,
+            retry_policy=self.retry_policy,
+            max_concurrent=max_concurrent,
+            timeout_s=self.timeout_seconds,
+        )
         self.prompt_caching = prompt_caching
         self.prompt_cache_ttl = prompt_cache_ttl
         self.enable_tracking = enable_tracking
@@ -466,6 +474,14 @@ class AsyncAgentOrchestrator:
 
         return list_jobs(self)
 
+    async def estimate(self, calls: Iterable[tuple[str, str] | CallSpec | Mapping[str, Any]]) -> CostEstimate:
+        """Preview what `calls` would cost without running them (see `claude_force_nb._estimate`): input
+        tokens from the API's free count_tokens endpoint, response-cache hits at $0, and a cost range,
+        interactive and batch. Counted calls then reserve their counted tokens against a budget."""
+        if self._closed:
+            raise ClaudeForceError("this orchestrator is closed")
+        return await estimate_calls(self, calls)
+
     # -- the one path every call takes -----------------------------------------------------------------
 
     async def _run(self, plan: Plan, on_text: TextCallback | None) -> AgentResult:
@@ -591,6 +607,14 @@ class AsyncAgentOrchestrator:
         self.events.emit("refused" if refused else "failed", record, error=exc)
         return AgentResult.from_record(record, exception=exc, **call.metadata)
 
+    def _prompt_bound(self, request: MessageRequest) -> int:
+        """A budget's bound on the prompt: counted tokens (with a margin) once a preview has counted it,
+        else the byte bound."""
+        counted = self.token_counter.known(request)
+        return (
+            worst_case_prompt_tokens(request) if counted is None else counted_prompt_bound(counted, request)
+        )
+
     def _check_model(self, model: str) -> None:
         """Refuse a retired model before sending (unless allowed); say once that a deprecated one retires."""
         life = self.rate_card.lifecycle(model)
@@ -628,7 +652,7 @@ class AsyncAgentOrchestrator:
         """The most an attempt of `request` can cost: what the budget reserves for it."""
         return self.rate_card.worst_case_cost(
             request.model,
-            prompt_tokens=worst_case_prompt_tokens(request),
+            prompt_tokens=self._prompt_bound(request),
             max_tokens=request.max_tokens,
             cache_write_ttl=request.cache_ttl if request.cache_system else None,
         )

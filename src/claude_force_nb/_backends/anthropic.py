@@ -31,7 +31,7 @@ from . import TextCallback
 if TYPE_CHECKING:
     import anthropic
 
-__all__ = ["AnthropicBackend", "parse_rate_limit_headers"]
+__all__ = ["AnthropicBackend", "count_tokens_kwargs", "parse_rate_limit_headers"]
 
 Transport = Literal["aiohttp", "httpx"]
 _RATE_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
@@ -247,6 +247,19 @@ class AnthropicBackend:
             await self._client.close()
         self._client = None
 
+    async def count_tokens(self, request: MessageRequest) -> int:
+        """The request's input tokens by the Messages API's free `count_tokens` endpoint (one attempt)."""
+        client = self.client()
+        try:
+            raw = await client.messages.with_raw_response.count_tokens(**count_tokens_kwargs(request))
+            body = await raw.json()
+        except Exception as exc:
+            raise _translate(exc) from exc
+        tokens = body.get("input_tokens") if isinstance(body, dict) else None
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise MalformedResponseError(f"count_tokens answered without input_tokens: {body!r:.200}")
+        return tokens
+
     async def complete(self, request: MessageRequest, *, on_text: TextCallback | None = None) -> Completion:
         client = self.client()
         kwargs = request.to_api_kwargs()
@@ -318,6 +331,15 @@ class AnthropicBackend:
             ttft_s=ttft,
             rate_limits=parse_rate_limit_headers(headers, now=time.time()),
         )
+
+
+_NOT_COUNTED = ("max_tokens", "stop_sequences", "metadata", "extra_body")
+
+
+def count_tokens_kwargs(request: MessageRequest) -> dict[str, Any]:
+    """`client.messages.count_tokens` arguments: the request's prompt side (the endpoint takes no output
+    limits or sampling options)."""
+    return {k: v for k, v in request.to_api_kwargs().items() if k not in _NOT_COUNTED}
 
 
 def _translate(exc: Exception) -> BackendError:

@@ -211,29 +211,23 @@ class CostEstimate:
     requests_sent: int
     notes: tuple[str, ...] = field(default=())
 
-    def _total(self, name: str) -> float:
+    def total(self, name: str) -> float:
+        """The sum of one cost column over every call (`cost_min`, `cost_typical`, `batch_max`, ...); NaN
+        when any call's figure is unpriced or unknown."""
         return math.fsum(getattr(c, name) for c in self.calls)
 
     @property
     def cost_min(self) -> float:
-        return self._total("cost_min")
+        return self.total("cost_min")
 
     @property
     def cost_max(self) -> float:
-        return self._total("cost_max")
+        return self.total("cost_max")
 
     @property
     def cost_typical(self) -> float:
         """The typical total, NaN unless every call has a typical figure (or costs nothing)."""
-        return self._total("cost_typical")
-
-    @property
-    def batch_min(self) -> float:
-        return self._total("batch_min")
-
-    @property
-    def batch_max(self) -> float:
-        return self._total("batch_max")
+        return self.total("cost_typical")
 
     @property
     def cached(self) -> int:
@@ -255,7 +249,7 @@ class CostEstimate:
         parts = [
             f"{n} call{'s' if n != 1 else ''} · {self.input_tokens:,} input tokens",
             f"{_money(self.cost_min)} to {_money(self.cost_max)}{typical}",
-            f"batch {_money(self.batch_min)} to {_money(self.batch_max)}",
+            f"batch {_money(self.total('batch_min'))} to {_money(self.total('batch_max'))}",
         ]
         if self.cached:
             parts.append(f"{self.cached} cached (free)")
@@ -292,31 +286,60 @@ def _typical_output(orch: AsyncAgentOrchestrator, agent: str, model: str) -> flo
     return float(statistics.median(seen)) if seen else math.nan
 
 
+def _row(
+    index: int,
+    plan: Plan | None,
+    tokens_from: str,
+    note: str,
+    *,
+    agent: str = "?",
+    input_tokens: int | None = None,
+    typical_out: float = math.nan,
+    costs: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    keep: float = 1.0,
+    saved: float = 0.0,
+) -> CallEstimate:
+    """One preview row; `costs` are (min, typical, max) interactive dollars, `keep` the batch fraction."""
+    low, typical, high = costs
+    return CallEstimate(
+        index=index,
+        agent=plan.call.agent if plan is not None else agent,
+        model=plan.request.model if plan is not None else "",
+        tokens_from=tokens_from,
+        input_tokens=input_tokens,
+        max_tokens=plan.request.max_tokens if plan is not None else 0,
+        typical_output_tokens=typical_out,
+        cost_min=low,
+        cost_typical=typical,
+        cost_max=high,
+        batch_min=low * keep,
+        batch_typical=typical * keep,
+        batch_max=high * keep,
+        cost_saved=saved,
+        note=note,
+    )
+
+
 def _priced(
     orch: AsyncAgentOrchestrator, index: int, plan: Plan, tokens: int, tokens_from: str, note: str
 ) -> CallEstimate:
+    """A row for a call that would be sent: input as counted, output from 0 to max_tokens."""
     request, card = plan.request, orch.rate_card
     typical_out = _typical_output(orch, plan.call.agent, request.model)
     price = card.lookup(request.model)
     if price is None:
         near = card.closest(request.model)
         hint = f"; closest known: {', '.join(near)}" if near else ""
-        nan = math.nan
-        return CallEstimate(
-            index=index,
-            agent=plan.call.agent,
-            model=request.model,
-            tokens_from=tokens_from,
+        why = f"{request.model} is not in the rate card (unpriced){hint}"
+        nan = (math.nan, math.nan, math.nan)
+        return _row(
+            index,
+            plan,
+            tokens_from,
+            "; ".join(filter(None, [note, why])),
             input_tokens=tokens,
-            max_tokens=request.max_tokens,
-            typical_output_tokens=typical_out,
-            cost_min=nan,
-            cost_typical=nan,
-            cost_max=nan,
-            batch_min=nan,
-            batch_typical=nan,
-            batch_max=nan,
-            note="; ".join(filter(None, [note, f"{request.model} is not in the rate card (unpriced){hint}"])),
+            typical_out=typical_out,
+            costs=nan,
         )
     rates = price.rates_for(tokens)
     dearest_in = rates.input
@@ -327,62 +350,15 @@ def _priced(
     cost_min = tokens * rates.input / 1e6
     cost_max = (tokens * dearest_in + request.max_tokens * rates.output) / 1e6
     cost_typical = cost_min + typical_out * rates.output / 1e6
-    keep = 1.0 - card.batch_discount
-    return CallEstimate(
-        index=index,
-        agent=plan.call.agent,
-        model=request.model,
-        tokens_from=tokens_from,
+    return _row(
+        index,
+        plan,
+        tokens_from,
+        note,
         input_tokens=tokens,
-        max_tokens=request.max_tokens,
-        typical_output_tokens=typical_out,
-        cost_min=cost_min,
-        cost_typical=cost_typical,
-        cost_max=cost_max,
-        batch_min=cost_min * keep,
-        batch_typical=cost_typical * keep,
-        batch_max=cost_max * keep,
-        note=note,
-    )
-
-
-def _free(index: int, plan: Plan, tokens_from: str, note: str, saved: float = 0.0) -> CallEstimate:
-    """A call that would cost nothing: answered from the cache, or never sent."""
-    return CallEstimate(
-        index=index,
-        agent=plan.call.agent,
-        model=plan.request.model,
-        tokens_from=tokens_from,
-        input_tokens=None,
-        max_tokens=plan.request.max_tokens,
-        typical_output_tokens=math.nan,
-        cost_min=0.0,
-        cost_typical=0.0,
-        cost_max=0.0,
-        batch_min=0.0,
-        batch_typical=0.0,
-        batch_max=0.0,
-        cost_saved=saved,
-        note=note,
-    )
-
-
-def _invalid(index: int, agent: str, message: str) -> CallEstimate:
-    return CallEstimate(
-        index=index,
-        agent=agent,
-        model="",
-        tokens_from="invalid",
-        input_tokens=None,
-        max_tokens=0,
-        typical_output_tokens=math.nan,
-        cost_min=0.0,
-        cost_typical=0.0,
-        cost_max=0.0,
-        batch_min=0.0,
-        batch_typical=0.0,
-        batch_max=0.0,
-        note=f"would not run: {message}",
+        typical_out=typical_out,
+        costs=(cost_min, cost_typical, cost_max),
+        keep=1.0 - card.batch_discount,
     )
 
 
@@ -402,25 +378,27 @@ async def estimate_calls(
     for index, item in enumerate(calls):
         spec = as_call(item, use_cache=True, refresh=False, batch_id=batch_id)
         if isinstance(spec, BaseException):
-            rows[index] = _invalid(index, "?", str(spec))
+            rows[index] = _row(index, None, "invalid", f"would not run: {spec}")
             continue
         try:
             plan = orch._plan(spec)
         except (ConfigError, ValueError, TypeError) as exc:
-            rows[index] = _invalid(index, spec.agent, str(exc))
+            rows[index] = _row(index, None, "invalid", f"would not run: {exc}", agent=spec.agent)
             continue
         use_cache = cache is not None and spec.use_cache and not cache.excludes(spec.agent)
         if cache is not None and use_cache and not spec.refresh:
             hit = await cache.aget(plan.request, agent=spec.agent)
             if hit is not None:
-                rows[index] = _free(index, plan, "response cache", "answered from the cache", hit.cost_usd)
+                rows[index] = _row(
+                    index, plan, "response cache", "answered from the cache", saved=hit.cost_usd
+                )
                 continue
             if cache.replay:
-                rows[index] = _free(index, plan, "replay miss", "replay mode: not in the cache; would fail")
+                rows[index] = _row(index, plan, "replay miss", "replay mode: not in the cache; would fail")
                 continue
         life = orch.rate_card.lifecycle(plan.request.model)
         if life is not None and life.status == "retired" and not orch.allow_retired:
-            rows[index] = _free(index, plan, "retired", f"would be refused: {life.message()}")
+            rows[index] = _row(index, plan, "retired", f"would be refused: {life.message()}")
             continue
         known = counter.known(plan.request)
         if known is not None:  # counted by an earlier preview: no task, no request

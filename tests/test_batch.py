@@ -131,6 +131,9 @@ async def test_retryable_errored_items_are_resubmitted_up_to_max_retries() -> No
             assert all(r.success for r in results)
             assert len(job.batch_ids) > 1
             assert max(r.attempts for r in results) > 1
+            status = await job.status()
+            assert status.resubmitted == sum(r.attempts - 1 for r in results)
+            assert status.total == 20 and status.succeeded == 20
             once = await orch.execute_batch(calls(20, prefix="other"), max_retries=0, poll_interval=POLL)
     failed = [r for r in once if not r.success]
     assert failed and all("overloaded_error" in r.errors[0] for r in failed)

@@ -18,13 +18,14 @@ _SECRET = re.compile(r"sk-ant-[A-Za-z0-9_-]{8,}|ANTHROPIC_API_KEY\s*=\s*['\"]")
 _MACHINE_PATH = re.compile(r"(/home/|/root/|/Users/|/tmp/|C:\\\\Users)")
 
 
-def test_there_are_four_notebooks() -> None:
-    """The quickstart, cache explorer, reproducible analysis and workflows-and-scale notebooks ship."""
+def test_there_are_five_notebooks() -> None:
+    """Quickstart, cache explorer, reproducible analysis, workflows and scale, and batches: all five ship."""
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_cache_explorer.ipynb",
         "03_reproducible_analysis.ipynb",
         "04_workflows_and_scale.ipynb",
+        "05_batches.ipynb",
     ]
 
 

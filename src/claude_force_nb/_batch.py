@@ -82,7 +82,9 @@ Progress = Callable[["BatchStatus"], None]
 @dataclass(frozen=True, slots=True)
 class BatchStatus:
     """Where a job stands: the API's processing status and request counts, summed over its batches, plus
-    the items that never needed a batch (`cached`) or could not be sent (`failed_locally`)."""
+    the items that never needed a batch (`cached`) or could not be sent (`failed_locally`). An item resent
+    after a retryable error is counted `errored` in its first batch and again in the next one, so
+    `resubmitted` says how many of the `errored` were sent again."""
 
     processing_status: str  # "in_progress" | "canceling" | "ended" (every batch ended)
     processing: int
@@ -92,17 +94,19 @@ class BatchStatus:
     expired: int
     cached: int
     failed_locally: int
+    resubmitted: int
     batch_ids: tuple[str, ...]
     elapsed_s: float
 
     @property
     def total(self) -> int:
         counted: int = sum(getattr(self, name) for name in _RESULT_FIELDS)
-        return counted + self.cached + self.failed_locally
+        return counted + self.cached + self.failed_locally - self.resubmitted
 
     def __str__(self) -> str:
         counts = ", ".join(f"{getattr(self, n)} {n}" for n in _RESULT_FIELDS if getattr(self, n))
-        extra = f", {self.cached} cached" if self.cached else ""
+        extra = f" ({self.resubmitted} resubmitted)" if self.resubmitted else ""
+        extra += f", {self.cached} cached" if self.cached else ""
         extra += f", {self.failed_locally} not sent" if self.failed_locally else ""
         return f"{self.processing_status}: {counts or 'nothing sent'}{extra} ({self.elapsed_s:.0f} s)"
 
@@ -235,6 +239,7 @@ class BatchJob:
         self._status: dict[str, str] = {}
         self._cached = 0
         self._failed_locally = 0
+        self._resubmitted = 0
         self._started = time.time()
         self.reused = False  # True when submit_batch found this job already open (no new batch sent)
 
@@ -374,6 +379,7 @@ class BatchJob:
             processing_status=overall,
             cached=self._cached,
             failed_locally=self._failed_locally,
+            resubmitted=self._resubmitted,
             batch_ids=self.batch_ids,
             elapsed_s=time.time() - self._started,
             **totals,
@@ -452,6 +458,7 @@ class BatchJob:
                 item.record.status = "retrying"
                 self._orch.events.emit("retrying", item.record, error=exc)
                 self._resend.append(item)
+                self._resubmitted += 1
             else:
                 self._fail(item, exc)
         elif kind == "canceled":

@@ -116,3 +116,24 @@ def test_agent_models_lists_prices_status_dates_and_sources(
     assert row["status"] == life.status and row["replacement"] == "claude-sonnet-5-5"
     assert row["retires"] == life.retires
     assert all(str(url).startswith("https://") for url in frame["source"])
+
+
+def test_the_sessions_simulator_answers_404_for_todays_retired_models() -> None:
+    """Offline, the notebook's simulator treats the models the card says are retired today as the API
+    does: forced through with allow_retired=True, Sonnet 4.5 gets a 404 not_found_error."""
+    from claude_force_nb._loop import run_blocking
+    from claude_force_nb._session import NotebookSession, SessionSettings
+
+    session = NotebookSession(settings=SessionSettings(enable_cache=False), announce=lambda _: None)
+    define_agent("a", "x")
+    try:
+        simulator = session.simulator
+        assert simulator is not None
+        orch = session.orchestrator()
+        orch.allow_retired = True
+        forced = run_blocking(orch.execute_agent("a", "hi", model="claude-sonnet-4-5", max_tokens=20))
+        current = run_blocking(orch.execute_agent("a", "hi", model="claude-sonnet-5-5", max_tokens=20))
+    finally:
+        session.close()
+    assert forced.status == "failed" and "404 not_found_error" in forced.errors[0]
+    assert current.success

@@ -31,7 +31,7 @@ from ._config import (
 from ._exceptions import ConfigError
 from ._limits import Budget
 from ._orchestrator import AsyncAgentOrchestrator
-from ._pricing import LifecycleNotices
+from ._pricing import LifecycleNotices, RateCard
 from ._records import RunLog
 from ._request import ChatMessage
 
@@ -145,6 +145,11 @@ def find_config(start: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _retired_today(model: str) -> bool:
+    life = RateCard.default().lifecycle(model)
+    return life is not None and life.status == "retired"
 
 
 @dataclass
@@ -269,7 +274,9 @@ class NotebookSession:
         else:
             from .sim import serve
 
-            simulator = serve(ttft_s=SIM_TTFT_S, per_token_s=SIM_PER_TOKEN_S)
+            # The simulator answers 404 for the models the rate card says are retired today, as the API does.
+            retired = [m for m in RateCard.default().models if _retired_today(m)]
+            simulator = serve(ttft_s=SIM_TTFT_S, per_token_s=SIM_PER_TOKEN_S, retired_models=retired)
             simulator.__enter__()
             atexit.register(simulator.close)
             self._simulator = simulator

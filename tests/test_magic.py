@@ -308,3 +308,51 @@ def test_a_property_that_raises_is_a_usage_error(shell: InteractiveShell, magics
     shell.user_ns["odd"] = Odd()
     with pytest.raises(UsageError, match=r"\{\{odd\.attr\}\}: reading it failed"):
         shell.run_cell_magic("agent", "code-reviewer", "use {{odd.attr}}")
+
+
+def test_an_interrupted_inputs_run_keeps_its_frame_and_says_so_in_one_line(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Interrupting an --inputs run stores the promised DataFrame: every input row under its own index label,
+    a status column with `cancelled` for the rows that did not finish; the interrupt is one line, not a
+    traceback through the event loop."""
+    from claude_force_nb._loop import current_loop
+
+    sim.script(Fault("hang", hang_s=30), times=2, match="slow")
+    shell.user_ns["df"] = pd.DataFrame(
+        {"module": ["fast json", "slow csv", "fast re", "slow os"]}, index=["w", "x", "y", "z"]
+    )
+    loop = current_loop()
+    fired: list[bool] = []
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt  # what the kernel's stop button raises inside the running loop
+
+    def on_event(_: object) -> None:
+        if not fired and sum(r.status == "succeeded" for r in magics.session.run_log) == 2:
+            fired.append(True)
+            loop.call_soon(interrupt)
+
+    unsubscribe = magics.session.orchestrator().events.subscribe(on_event)
+    try:
+        outcome = shell.run_cell("%%agent table << code-reviewer --inputs df --quiet\nReview {{module}}")
+    finally:
+        unsubscribe()
+    shown = capsys.readouterr().out
+    assert isinstance(outcome.error_in_exec, KeyboardInterrupt)  # so "Run All" stops as on any interrupt
+    assert "Interrupted: in-flight calls were cancelled; 2 of 4 finished" in shown
+    assert "Traceback" not in shown and "_loop.py" not in shown and "selectors" not in shown
+    frame = shell.user_ns["table"]
+    assert isinstance(frame, pd.DataFrame) and list(frame.index) == ["w", "x", "y", "z"]
+    assert list(frame["module"]) == ["fast json", "slow csv", "fast re", "slow os"]
+    assert list(frame["status"]) == ["succeeded", "cancelled", "succeeded", "cancelled"]
+    assert all("fast" in output for output in frame["output"][frame["status"] == "succeeded"])
+    assert len(shell.user_ns["_agent_last"].results) == 4
+
+
+def test_inputs_frames_keep_the_input_index(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """The --inputs frame carries the input DataFrame's row labels (a filtered frame keeps its own)."""
+    frame = pd.DataFrame({"module": ["json", "csv", "re"]}, index=[10, 20, 30])
+    shell.user_ns["subset"] = frame[frame["module"] != "csv"]
+    result = cell(shell, "code-reviewer --inputs subset --quiet", "Review {{module}}")
+    assert list(result.index) == [10, 30] and list(result["module"]) == ["json", "re"]

@@ -71,6 +71,7 @@ class AgentRun:
         kind: str = "single",
         fmt: str = "markdown",
         inputs: Sequence[dict[str, Any]] | None = None,
+        index: Any = None,
         workflow: str | None = None,
         elapsed_s: float = math.nan,
     ) -> None:
@@ -78,6 +79,7 @@ class AgentRun:
         self.kind = kind
         self.format = fmt
         self.inputs = list(inputs) if inputs is not None else None
+        self.index = index  # the --inputs DataFrame's index (row labels of to_frame)
         self.workflow = workflow
         self.elapsed_s = elapsed_s
 
@@ -156,7 +158,8 @@ class AgentRun:
                 }
             )
             rows.append(row)
-        return pd.DataFrame(rows)
+        index = self.index if self.index is not None and len(self.index) == len(rows) else None
+        return pd.DataFrame(rows, index=index)
 
     # -- display ---------------------------------------------------------------------------------------
 

@@ -128,6 +128,26 @@ class BatchError(ClaudeForceError):
     which and what to do."""
 
 
+class AgentRunInterrupted(KeyboardInterrupt):
+    """A blocking `%%agent` cell was interrupted (the kernel's stop button); in-flight calls were cancelled.
+
+    A `KeyboardInterrupt`, not a ClaudeForceError, so "Run All" stops as on any interrupt. `.run` holds every
+    call's result in order, the unfinished ones with status `cancelled`. IPython shows one line, not a
+    traceback through the event loop's internals.
+    """
+
+    def __init__(self, run: AgentRun) -> None:
+        finished = sum(r.success for r in run.results)
+        super().__init__(
+            f"in-flight calls were cancelled; {finished} of {len(run.results)} finished and are kept "
+            "(in `_agent_last`, -o/capture variables and `%agent runs`)."
+        )
+        self.run = run
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"Interrupted: {self}"]
+
+
 class BackendError(ClaudeForceError):
     """A call to the model failed.
 

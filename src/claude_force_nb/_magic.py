@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -27,7 +27,7 @@ from ._config import DEFAULT_MODEL
 from ._display import AgentRun, StreamView, TableView, figure_png, format_cost
 from ._estimate import estimate_calls
 from ._events import RunEvent
-from ._exceptions import AgentRunFailed, ClaudeForceError, ConfigError
+from ._exceptions import AgentRunFailed, AgentRunInterrupted, ClaudeForceError, ConfigError
 from ._limits import Budget
 from ._loop import run_blocking, spawn
 from ._orchestrator import AsyncAgentOrchestrator
@@ -62,6 +62,20 @@ class _CellPlan:
     quiet: bool
     stream: bool
     batch_id: str
+    input_index: Any = None  # the --inputs DataFrame's index, kept on the result frame
+    ended: dict[int, AgentResult] = field(default_factory=dict)  # fan-out/--inputs results as they end
+
+    def run(self, results: Sequence[AgentResult], *, elapsed_s: float = math.nan) -> AgentRun:
+        """The cell's result object for `results`."""
+        return AgentRun(
+            results,
+            kind=self.kind,
+            fmt=self.fmt,
+            inputs=self.inputs,
+            index=self.input_index,
+            workflow=self.workflow,
+            elapsed_s=elapsed_s,
+        )
 
 
 class BackgroundRun:
@@ -286,16 +300,13 @@ class AgentMagics(Magics):
                 self._ns[variable] = failure.run.to_frame() if plan.kind == "inputs" else failure.run
             raise
         except KeyboardInterrupt:
-            kept = self._finished(plan.batch_id)
-            interrupted = AgentRun(kept, kind=plan.kind, fmt=plan.fmt, workflow=plan.workflow)
+            # The calls in flight were cancelled (run_blocking waits for that); keep every row, the
+            # unfinished ones marked cancelled, in the shape the cell promised, and say so in one line.
+            interrupted = self._interrupted_run(plan)
             self._ns["_agent_last"] = interrupted
             if variable:
-                self._ns[variable] = interrupted
-            print(
-                f"Interrupted: in-flight calls were cancelled; {len(kept)} finished result(s) are kept "
-                "(in `_agent_last` and `%agent runs`)."
-            )
-            raise
+                self._ns[variable] = interrupted.to_frame() if plan.kind == "inputs" else interrupted
+            raise AgentRunInterrupted(interrupted) from None
         return self._conclude(run, plan, variable, show)
 
     def _batch_cell(
@@ -370,10 +381,13 @@ class AgentMagics(Magics):
             return namespace[name]
 
         inputs: list[dict[str, Any]] | None = None
+        input_index: Any = None
         if kind == "inputs":
             if args.inputs not in namespace:
                 raise MagicInputError(f"--inputs {args.inputs}: no variable of that name")
-            inputs = rows_from_inputs(namespace[args.inputs], name=args.inputs)
+            source = namespace[args.inputs]
+            inputs = rows_from_inputs(source, name=args.inputs)
+            input_index = source.index if hasattr(source, "columns") else None  # a DataFrame's row labels
             calls = [
                 _with(template, task=render_template(cell, _row_lookup(row, lookup)), metadata={"row": i})
                 for i, row in enumerate(inputs)
@@ -395,6 +409,7 @@ class AgentMagics(Magics):
             quiet=args.quiet,
             stream=settings.stream and not args.quiet,
             batch_id=batch_id,
+            input_index=input_index,
         )
 
     async def _execute(self, orch: AsyncAgentOrchestrator, plan: _CellPlan) -> AgentRun:
@@ -421,20 +436,13 @@ class AgentMagics(Magics):
                 on_text = stream_view.on_text if stream_view is not None else None
                 results = [await orch.run_call(plan.calls[0], on_text=on_text)]
             else:
-                results = await orch.execute_multiple(plan.calls)
+                results = await orch.execute_multiple(plan.calls, on_result=plan.ended.__setitem__)
         finally:
             if unsubscribe is not None:
                 unsubscribe()
             if table is not None:
                 table.finish()
-        run = AgentRun(
-            results,
-            kind=plan.kind,
-            fmt=plan.fmt,
-            inputs=plan.inputs,
-            workflow=plan.workflow,
-            elapsed_s=time.perf_counter() - started,
-        )
+        run = plan.run(results, elapsed_s=time.perf_counter() - started)
         if plan.chat and run.success:
             call = plan.calls[0]
             history = self.session.chats.setdefault(plan.chat, [])
@@ -475,12 +483,15 @@ class AgentMagics(Magics):
             return None
         return value
 
-    def _finished(self, batch_id: str) -> list[AgentResult]:
-        return [
-            AgentResult.from_record(r)
-            for r in self.session.run_log
-            if r.batch_id == batch_id and r.status in ("succeeded", "cached")
-        ]
+    def _interrupted_run(self, plan: _CellPlan) -> AgentRun:
+        """The cell's results after an interrupt: every call in order, the unfinished ones `cancelled`."""
+        if plan.kind in ("fanout", "inputs"):
+            results = [plan.ended.get(i) or _not_started(call) for i, call in enumerate(plan.calls)]
+        else:  # one call, or a workflow's steps one after another: the batch's records are in order
+            results = [
+                AgentResult.from_record(r) for r in self.session.run_log if r.batch_id == plan.batch_id
+            ]
+        return plan.run(results)
 
     # -- line commands ---------------------------------------------------------------------------------
 
@@ -632,6 +643,16 @@ class _SummaryLine:
 
     def __repr__(self) -> str:
         return self.text
+
+
+def _not_started(call: CallSpec) -> AgentResult:
+    return AgentResult(
+        agent_name=call.agent,
+        success=False,
+        errors=["cancelled before it started"],
+        metadata=dict(call.metadata),
+        status="cancelled",
+    )
 
 
 def _with(template: CallSpec, **changes: Any) -> CallSpec:

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,7 @@ __all__ = ["AsyncAgentOrchestrator"]
 log = logging.getLogger("claude_force_nb")
 
 IndexedTextCallback = Callable[[int, str], None]
+ResultCallback = Callable[[int, AgentResult], None]
 """`on_text` of a batch or workflow: called with the call's (or step's) index and each text delta."""
 
 _PLACEHOLDER_KEY = "no-key-needed"  # sent to a base_url endpoint (simulator, proxy) when no key is set
@@ -346,6 +348,7 @@ class AsyncAgentOrchestrator:
         use_cache: bool = True,
         refresh: bool = False,
         on_text: IndexedTextCallback | None = None,
+        on_result: ResultCallback | None = None,
     ) -> list[AgentResult]:
         """Run many calls concurrently (up to `max_concurrent` at once); results come back in input order.
 
@@ -353,6 +356,10 @@ class AsyncAgentOrchestrator:
         agent, invalid name or argument, failure after retries) gives that item a failed result and never
         sinks the rest. Calls are started in agent-priority order (priority 1 first), so under a tight
         concurrency limit the important agents go first. `on_text(index, delta)` streams every call.
+
+        `on_result(index, result)` is called as each item ends, and, if the batch is cancelled, once for each
+        call that had started, with its `cancelled` result: so a caller interrupted mid-batch still knows
+        which item each result belongs to.
         """
         batch_id = new_run_id()
         specs = [as_call(item, use_cache=use_cache, refresh=refresh, batch_id=batch_id) for item in calls]
@@ -366,18 +373,34 @@ class AsyncAgentOrchestrator:
                 plans.append((index, self._plan(spec)))
             except (ConfigError, ValueError, TypeError) as exc:
                 results[index] = _invalid_result(str(exc), exc, agent=spec.agent)
+        if on_result is not None:
+            for index, invalid in enumerate(results):
+                if invalid is not None:
+                    on_result(index, invalid)
         plans.sort(key=lambda item: item[1].spec.priority)  # stable: equal priorities keep input order
+        records: dict[int, RunRecord] = {}
 
         def stream_for(index: int) -> TextCallback | None:
             return None if on_text is None else (lambda delta: on_text(index, delta))
 
-        tasks = [asyncio.ensure_future(self._run(plan, stream_for(index))) for index, plan in plans]
+        async def run(index: int, plan: Plan) -> AgentResult:
+            result = await self._run(plan, stream_for(index), on_record=partial(records.__setitem__, index))
+            if on_result is not None:
+                on_result(index, result)
+            return result
+
+        tasks = [asyncio.ensure_future(run(index, plan)) for index, plan in plans]
         try:
             done = await asyncio.gather(*tasks)
         except BaseException:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if on_result is not None:
+                for (index, plan), task in zip(plans, tasks, strict=True):
+                    record = records.get(index)
+                    if task.cancelled() and record is not None and record.done:
+                        on_result(index, AgentResult.from_record(record, **plan.call.metadata))
             raise
         for (index, _), result in zip(plans, done, strict=True):
             results[index] = result
@@ -484,7 +507,13 @@ class AsyncAgentOrchestrator:
 
     # -- the one path every call takes -----------------------------------------------------------------
 
-    async def _run(self, plan: Plan, on_text: TextCallback | None) -> AgentResult:
+    async def _run(
+        self,
+        plan: Plan,
+        on_text: TextCallback | None,
+        *,
+        on_record: Callable[[RunRecord], None] | None = None,
+    ) -> AgentResult:
         call, request = plan.call, plan.request
         record = RunRecord(
             run_id=new_run_id(),
@@ -496,6 +525,8 @@ class AsyncAgentOrchestrator:
             workflow_step=call.workflow_step,
             batch_id=call.batch_id,
         )
+        if on_record is not None:
+            on_record(record)
         if self.enable_tracking:
             self.runs.add(record)
         events = self.events

@@ -704,7 +704,9 @@ class AsyncAgentOrchestrator:
         the budget agree. Any other attempt costs nothing and gives its reservations back.
         """
         if maybe_billed:
-            record.cost_usd += self._worst_case(request)
+            # The amount the budget keeps (every budget held the same worst case); computed when none held.
+            kept = max((reservation.amount for _, reservation in held), default=0.0)
+            record.cost_usd += kept if kept > 0 else self._worst_case(request)
             record.cost_is_estimate = True
             _settle(held, math.nan)
         else:

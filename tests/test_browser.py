@@ -156,3 +156,50 @@ def test_quickstart_runs_in_jupyterlab(lab: str, tmp_path: Path) -> None:
         panel.screenshot(path=str(target))
         assert target.stat().st_size > 10_000
         browser.close()
+
+
+def _open_and_run_all(page: object, url: str) -> None:
+    """Open a notebook in JupyterLab, wait for an idle kernel, then run every cell."""
+    page.goto(url)  # type: ignore[attr-defined]
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " return w && w.sessionContext && w.sessionContext.session"
+        " && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }",
+        timeout=60_000,
+    )
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")  # type: ignore[attr-defined]
+
+
+def test_dollar_amounts_are_never_typeset_as_maths(lab: str, tmp_path: Path) -> None:
+    """Answers, workflow summaries and live tables with several dollar amounts show no MathJax element;
+    `-f markdown+math` (the control) does typeset the answer, so the check can fail."""
+    import nbformat
+    from playwright.sync_api import expect, sync_playwright
+
+    task = "Is $5 more than $3? Compare $0.0020 with $0.0017."
+    cells = [
+        "%load_ext claude_force_nb",
+        f"%%agent code-reviewer\n{task}",
+        f"%%agent --workflow review\n{task}",
+        f"%%agent code-reviewer,summarizer\n{task}",
+        f"%%agent summarizer -f markdown+math\n{task}",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "notebooks" / "dollars.ipynb")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        _open_and_run_all(page, lab.replace("01_quickstart.ipynb", "dollars.ipynb"))
+        code_cells = page.locator(".jp-CodeCell")
+        last = code_cells.nth(len(cells) - 1).locator(".jp-OutputArea-output")
+        expect(last.locator("mjx-container").first).to_be_attached(timeout=120_000)  # the control typesets
+        for index in range(1, len(cells) - 1):
+            outputs = code_cells.nth(index).locator(".jp-OutputArea-output")
+            expect(outputs.last).to_contain_text("cache hit rate", timeout=60_000)  # the run's summary line
+            text = " ".join(outputs.all_inner_texts())
+            assert text.count("$") >= 3, text  # costs in the summaries and tables, amounts in the answers
+            assert outputs.locator("mjx-container, .MathJax, .katex").count() == 0, text
+        browser.close()

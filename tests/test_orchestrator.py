@@ -523,7 +523,7 @@ def test_result_renders_as_markdown() -> None:
         agent_name="a", success=True, output="**hi**", model="m", status="succeeded", cost_usd=0.5
     )
     bad = AgentResult(agent_name="a", success=False, errors=["boom"], status="failed")
-    assert ok._repr_markdown_().startswith("**hi**") and "$0.5000" in ok._repr_markdown_()
+    assert "\n\n**hi**\n\n" in ok._repr_markdown_() and "\\$0.5000" in ok._repr_markdown_()
     assert "**a failed:** boom" in bad._repr_markdown_()
     assert ok.raise_for_error() is ok
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._records import RunRecord
 from ._results import AgentResult
+from ._style import MATH_IGNORE, escape_markdown_math, math_safe_markdown, small_note, status_badge
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,24 +165,37 @@ class AgentRun:
     # -- display ---------------------------------------------------------------------------------------
 
     def _markdown(self) -> str:
+        """The Markdown view: answers as written (dollars never typeset as maths, unless the format is
+        markdown+math), failures and per-step summaries in our words, the summary line last."""
+        math = self.format == "markdown+math"
+
+        def answer(text: str) -> str:
+            return text if math else escape_markdown_math(text)
+
         if len(self.results) == 1:
             r = self.results[0]
-            body = r.output if r.success else f"**{r.agent_name} failed:** {r.error}"
+            body = answer(r.output) if r.success else _failure(r.agent_name, r.error or r.status)
         elif self.kind == "workflow":
-            steps = "\n".join(f"{i}. {r.summary()}" for i, r in enumerate(self.results, 1))
-            body = f"**workflow {self.workflow}**\n\n{steps}\n\n---\n\n{self.text}"
+            steps = "\n".join(
+                f"{i}. {escape_markdown_math(r.summary())}" for i, r in enumerate(self.results, 1)
+            )
+            body = f"**workflow {self.workflow}**\n\n{steps}\n\n---\n\n{answer(self.text)}"
         else:
             body = "\n\n".join(
-                f"#### {r.agent_name}\n\n{r.output if r.success else '**failed:** ' + (r.error or r.status)}"
+                f"#### {r.agent_name}\n\n"
+                + (answer(r.output) if r.success else _failure("", r.error or r.status))
                 for r in self.results
             )
-        return f"{body}\n\n<small>{html.escape(self.summary())}</small>"
+        note = small_note(self.summary())
+        if math:  # the answers' maths is typeset; our own text is kept out of it
+            return f"{body}\n\n{note}"
+        return math_safe_markdown(f"{body}\n\n{note}")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         plain = self.text
         if self.kind == "inputs":
             frame = self.to_frame()
-            return {"text/html": frame.to_html(max_rows=50), "text/plain": frame.to_string(max_rows=50)}
+            return {"text/html": _frame_html(frame), "text/plain": frame.to_string(max_rows=50)}
         if self.format == "text":
             return {"text/plain": plain}
         if self.format == "json":
@@ -195,6 +209,19 @@ class AgentRun:
 
     def __repr__(self) -> str:
         return f"AgentRun({self.summary()})"
+
+
+def _failure(agent: str, reason: str) -> str:
+    who = f"{agent} failed" if agent else "failed"
+    return f"**{who}:** {escape_markdown_math(reason)}"
+
+
+def _frame_html(frame: pd.DataFrame) -> str:
+    """A frame as HTML that MathJax skips (pandas adds the `mathjax_ignore` class)."""
+    import pandas as pd
+
+    with pd.option_context("display.html.use_mathjax", False):
+        return str(frame.to_html(max_rows=50))
 
 
 class Throttle:
@@ -246,8 +273,8 @@ class StreamView:
 
     def _render_text(self) -> str:
         text = "".join(self._parts)
-        note = f"\n\n<small>{html.escape(self._status)}</small>" if self._status else ""
-        return f"{text}{' ▌' if text else ''}{note}"
+        note = f"\n\n{small_note(self._status)}" if self._status else ""
+        return math_safe_markdown(f"{text}{' ▌' if text else ''}") + note
 
     def _update(self) -> None:
         if self._handle is not None:
@@ -273,15 +300,6 @@ class StreamView:
 
 
 _COLUMNS = ("agent", "status", "progress", "attempts", "tokens", "cost", "latency", "cached")
-_STATUS_STYLE = {
-    "succeeded": "color:#1a7f37",
-    "cached": "color:#0969da",
-    "failed": "color:#cf222e;font-weight:600",
-    "refused": "color:#9a6700",
-    "cancelled": "color:#6e7781",
-    "retrying": "color:#9a6700",
-    "running": "color:#8250df",
-}
 
 
 class BatchTable:
@@ -323,7 +341,7 @@ class BatchTable:
         rows = "".join(self._row(r) for r in self.records.values())
         head = "".join(f"<th style='text-align:left;padding-right:8px'>{c}</th>" for c in _COLUMNS)
         return (
-            f"<div class='cfnb-table'><b>{html.escape(self.title)}</b> — "
+            f"<div class='cfnb-table {MATH_IGNORE}'><b>{html.escape(self.title)}</b> — "
             f"<span class='cfnb-totals'>{html.escape(self.totals())}</span>"
             "<div style='max-height:320px;overflow-y:auto'>"
             f"<table style='font-size:12px'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
@@ -343,7 +361,7 @@ class BatchTable:
             progress = ""
         cells = (
             html.escape(r.agent),
-            f"<span class='cfnb-status' style='{_STATUS_STYLE.get(r.status, '')}'>{r.status}</span>",
+            status_badge(r.status),
             progress,
             str(r.attempts),
             f"{tokens}→{r.output_tokens}" if r.done else "",

@@ -47,6 +47,7 @@ from ._records import new_run_id
 from ._request import ChatMessage
 from ._results import AgentResult
 from ._session import NotebookSession, SessionSettings, get_session, validate_settings
+from ._style import small_note
 
 __all__ = ["AgentMagics", "AgentRunFailed", "BackgroundRun", "load_ipython_extension"]
 
@@ -639,7 +640,7 @@ class _SummaryLine:
         self.text = text
 
     def _repr_markdown_(self) -> str:
-        return f"<small>{self.text}</small>"
+        return small_note(self.text)
 
     def __repr__(self) -> str:
         return self.text

@@ -22,6 +22,7 @@ from ._loop import spawn
 from ._records import new_run_id
 from ._results import AgentResult
 from ._session import NotebookSession, get_session
+from ._style import math_safe_html
 
 __all__ = ["AgentPanel", "panel"]
 
@@ -174,13 +175,16 @@ class AgentPanel:
             self.results = [AgentResult.from_record(r) for r in kept]
             self.status.value = f"<b>cancelled</b>: {len(kept)} finished result(s) kept"
         elif task.exception() is not None:
-            self.status.value = f"<b style='color:#cf222e'>error:</b> {html.escape(str(task.exception()))}"
+            self.status.value = math_safe_html(
+                f"<b style='color:#cf222e'>error:</b> {html.escape(str(task.exception()))}"
+            )
         else:
             self.results = task.result()
             failed = sum(not r.success for r in self.results)
             cost = sum(r.cost_usd for r in self.results)
-            self.status.value = f"done: {len(self.results)} call(s), {format_cost(cost)}" + (
-                f", <b style='color:#cf222e'>{failed} failed</b>" if failed else ""
+            self.status.value = math_safe_html(
+                f"done: {len(self.results)} call(s), {format_cost(cost)}"
+                + (f", <b style='color:#cf222e'>{failed} failed</b>" if failed else "")
             )
         self._refresh_cache_stats()
         self._refresh_charts()

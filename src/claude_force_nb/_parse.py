@@ -33,7 +33,7 @@ __all__ = [
     "unquote",
 ]
 
-FORMATS = ("markdown", "text", "json", "code")
+FORMATS = ("markdown", "markdown+math", "text", "json", "code")
 
 _CAPTURE = re.compile(r"\s*(?P<var>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<show>=)?\s*<<\s*(?P<rest>.*)", re.S)
 _TEMPLATE = re.compile(r"\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}\}")

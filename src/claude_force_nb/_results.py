@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from ._exceptions import CallFailedError, ClaudeForceError
 from ._records import RunRecord
+from ._style import math_safe_markdown, small_note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,9 +119,9 @@ class AgentResult:
         return f"{self.agent_name} · {self.model} · {self.status} · {tokens} · {cost}{latency}"
 
     def _repr_markdown_(self) -> str:
-        if self.success:
-            return f"{self.output}\n\n<small>{self.summary()}</small>"
-        return f"**{self.agent_name} failed:** {self.error or self.status}\n\n<small>{self.summary()}</small>"
+        """The answer and a summary line; `$` is never typeset as maths (see `_style`)."""
+        body = self.output if self.success else f"**{self.agent_name} failed:** {self.error or self.status}"
+        return math_safe_markdown(body) + "\n\n" + small_note(self.summary())
 
 
 class WorkflowResult(Sequence[AgentResult]):
@@ -193,4 +194,4 @@ class WorkflowResult(Sequence[AgentResult]):
             if self.success
             else f"**error:** {(self.failed_step and self.failed_step.error) or ''}",
         ]
-        return "\n".join(lines)
+        return math_safe_markdown("\n".join(lines))

@@ -99,13 +99,16 @@ async def test_identical_concurrent_calls_make_one_request(sim: Simulator, tmp_p
     wait for it and are cache hits, with the saving counted."""
     define_agent("a", "x")
     cache = ResponseCache(tier, cache_dir=tmp_path, secret="test")
-    async with make_orchestrator(sim, cache=cache, max_concurrent=50, model="claude-sonnet-4-6") as orch:
-        results = await orch.execute_multiple([("a", "same question")] * 50)
+    try:
+        async with make_orchestrator(sim, cache=cache, max_concurrent=50, model="claude-sonnet-4-6") as orch:
+            results = await orch.execute_multiple([("a", "same question")] * 50)
+        stats = cache.stats()
+    finally:
+        cache.close()  # the test's own cache: an unclosed SQLite connection is a ResourceWarning on 3.13
     assert len(sim.requests) == 1
     assert all(r.success for r in results) and len({r.output for r in results}) == 1
     sent = [r for r in results if not r.cached]
     assert len(sent) == 1 and sum(r.cached for r in results) == 49
-    stats = cache.stats()
     assert (stats.hits, stats.misses) == (49, 1)
     assert stats.cost_saved_usd == pytest.approx(49 * sent[0].cost_usd)
 

@@ -512,7 +512,9 @@ def test_timeline_of_2000_calls_is_fast_and_bounded() -> None:
     assert ytick_labels(ax) == []
     assert ax.get_ylabel() == "2,000 calls, in order of start"
     assert "peak concurrency" in ax.get_title()
-    assert elapsed < 5.0, elapsed
+    # A generous sanity bound (the artist counts above are the real check): one artist per call would take
+    # minutes here; the bounded drawing takes about a second, several on a loaded machine.
+    assert elapsed < 20.0, elapsed
 
 
 def test_timeline_labels_rows_up_to_forty_calls() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -151,3 +153,23 @@ def test_settings_changes_keep_the_budget_object_and_replay(
     rebuilt = session.orchestrator()
     assert rebuilt.cache is not None and rebuilt.cache.replay
     session.close()
+
+
+def test_run_log_file_is_private(sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The persisted run log (prompts, answers) is created 0600, SQLite's side files too, new folders 0700."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    old_umask = os.umask(0o022)  # the usual umask, which would make SQLite's own files 0644
+    try:
+        path = tmp_path / "made" / "for" / "runs.sqlite"
+        define_agent("a", "x")
+        session = NotebookSession(settings=SessionSettings(enable_cache=False), announce=lambda _: None)
+        session.update(runlog_path=str(path))
+        run_blocking(session.orchestrator().execute_agent("a", "a private prompt"))
+        files = [p for p in path.parent.iterdir() if p.name.startswith("runs.sqlite")]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+        session.close()
+    finally:
+        os.umask(old_umask)
+    assert "runs.sqlite" in modes and set(modes.values()) == {0o600}, modes
+    for folder in (tmp_path / "made", tmp_path / "made" / "for"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -22,17 +22,20 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "DEFAULT_CACHE_MAX_SIZE_MB",
+    "DEFAULT_CACHE_TIMEOUT_S",
     "DEFAULT_CACHE_TTL_HOURS",
     "DEFAULT_MAX_CONCURRENT",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT_S",
     "Environment",
+    "mask_secret",
+    "mask_url",
     "read_environment",
 ]
 
@@ -43,6 +46,8 @@ DEFAULT_MAX_CONCURRENT = 10
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_CACHE_TTL_HOURS = 24.0
 DEFAULT_CACHE_MAX_SIZE_MB = 1000.0
+DEFAULT_CACHE_TIMEOUT_S = 1.0
+"""How long a call waits for one response-cache lookup or store (a healthy one takes well under 1 ms)."""
 
 _APP = "claude_force_nb"
 
@@ -51,9 +56,9 @@ _APP = "claude_force_nb"
 class Environment:
     """What the process environment says, read once."""
 
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     base_url: str | None
-    cache_secret: str | None
+    cache_secret: str | None = field(repr=False)
     cache_dir: Path
     config_dir: Path
     simulate: bool
@@ -63,6 +68,29 @@ class Environment:
     def has_credentials(self) -> bool:
         """True when calls can go to a real endpoint: a key, or an explicit base URL."""
         return bool(self.api_key) or bool(self.base_url)
+
+
+def mask_secret(value: str | None) -> str:
+    """How a key or secret may be shown anywhere (reprs, messages, logs): `sk-ant-…1234` at most.
+
+    The last four characters only for a value long enough that they give nothing away (16+), the `sk-ant-`
+    prefix only because it says what kind of key it is; anything else is `…`.
+    """
+    if not value:
+        return "none"
+    head = "sk-ant-" if value.startswith("sk-ant-") else ""
+    tail = value[-4:] if len(value) >= 16 else ""
+    return f"{head}…{tail}"
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password in it masked (`redis://:…@host:6379/0`), for reprs, frames and messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:…@{host}"
 
 
 def _user_dir(environ: Mapping[str, str], xdg_var: str, posix_default: str, mac: str, win_var: str) -> Path:

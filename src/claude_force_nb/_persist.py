@@ -2,12 +2,15 @@
 
 One table, one row per call (`run_id` primary key, the record as JSON), written when a call finishes. Loading
 puts earlier sessions' records in front of the new ones, so `%agent runs` and the charts keep the whole
-history of a long analysis. The file holds prompts and answers: keep it where you keep the notebook's data.
+history of a long analysis. The file holds prompts and answers, so it is created readable by its owner only
+(0600; SQLite's `-wal`/`-shm` files copy that mode), and any folder created for it is 0700. An existing file
+or folder keeps the mode its owner gave it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -36,11 +39,22 @@ def _record_from_json(text: str) -> RunRecord:
     return record
 
 
+def _create_private(path: Path) -> None:
+    """Create the folders (0700) and the file (0600) before SQLite does: SQLite would use the umask."""
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):  # `mkdir(parents=True)` gives the parents the umask's mode, not ours
+        folder.mkdir(mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 class RunStore:
     """A SQLite file of finished run records."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _create_private(path)
+        except OSError as exc:
+            raise ConfigError(f"run log {path}: cannot create it ({exc.strerror or exc})") from exc
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")

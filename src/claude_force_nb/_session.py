@@ -26,6 +26,8 @@ from ._config import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT_S,
+    mask_secret,
+    mask_url,
     read_environment,
 )
 from ._exceptions import ConfigError
@@ -98,6 +100,11 @@ class SessionSettings:
     stream: bool = True
     replay: bool = False
 
+    def __repr__(self) -> str:
+        shown = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        shown["cache_backend"] = mask_url(self.cache_backend)  # a Redis URL may carry a password
+        return f"SessionSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
 
 _FORMATS = ("markdown", "text", "json", "code")
 
@@ -155,9 +162,14 @@ def _retired_today(model: str) -> bool:
 @dataclass
 class _Endpoint:
     base_url: str | None
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # never shown: a cell ending in the session would save it
     simulated: bool
     note: str
+
+    def __repr__(self) -> str:
+        where = self.base_url or "the Anthropic API"
+        kind = "simulator" if self.simulated else f"key {mask_secret(self.api_key)}"
+        return f"_Endpoint({where}, {kind})"
 
 
 @dataclass
@@ -177,6 +189,16 @@ class NotebookSession:
     _announced: bool = False
     _notices: LifecycleNotices | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __repr__(self) -> str:
+        # Not the dataclass repr: that would show the endpoint's key and the `environ` mapping, and a cell
+        # ending in `get_session()` saves its repr into the notebook file.
+        endpoint = repr(self._endpoint) if self._endpoint is not None else "not started"
+        built = "built" if self._orchestrator is not None else "not built"
+        return (
+            f"NotebookSession(endpoint={endpoint}, orchestrator={built}, "
+            f"runs={len(self.run_log)}, chats={len(self.chats)}, settings={self.settings!r})"
+        )
 
     # -- settings -------------------------------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ class SimConfig:
     per_token_s: float = 0.0
     min_output_tokens: int = DEFAULT_MIN_OUTPUT_TOKENS
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never shown in a repr
     models: frozenset[str] | None = None
     retired_models: frozenset[str] = frozenset()
     requests_per_minute: int | None = None

@@ -356,3 +356,22 @@ def test_inputs_frames_keep_the_input_index(shell: InteractiveShell, magics: Age
     shell.user_ns["subset"] = frame[frame["module"] != "csv"]
     result = cell(shell, "code-reviewer --inputs subset --quiet", "Review {{module}}")
     assert list(result.index) == [10, 30] and list(result["module"]) == ["json", "re"]
+
+
+def test_a_cell_runs_with_a_corrupt_cache_file(
+    magics: AgentMagics, shell: InteractiveShell, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`%%agent` answers when the disk cache file is not a database (each cell failed with a ~95-line
+    traceback before); one warning says which file and how to fix it."""
+    import logging
+
+    folder = tmp_path / "broken-cache"
+    folder.mkdir()
+    (folder / "responses.sqlite3").write_bytes(b"not a database " * 100)
+    magics.cache_dir = str(folder)
+    with caplog.at_level(logging.WARNING):
+        shell.run_cell_magic("agent", "code-reviewer -o answer", "Review this.")
+        shell.run_cell_magic("agent", "code-reviewer -o again", "Review this.")
+    assert shell.user_ns["answer"].success and shell.user_ns["again"].success
+    warnings = [r.getMessage() for r in caplog.records if "response cache" in r.getMessage()]
+    assert len(warnings) == 1 and "responses.sqlite3" in warnings[0] and "aside" in warnings[0]

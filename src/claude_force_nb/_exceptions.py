@@ -7,6 +7,8 @@ ClaudeForceError
 │   └── RetiredModelError              a call to a model the rate card says is retired (not sent)
 ├── BudgetExceededError                a call refused before dispatch: it could push spend past the budget
 ├── CacheMiss                          replay mode: the answer is not in the cache, and no call is allowed
+├── CacheUnavailableError              an operation asked of the cache by name (clear, export...) cannot
+│                                      run: its store is broken or down (calls never see this: no cache)
 ├── BundleError (ValueError)           a replay bundle that is malformed, oversized, or fails its checksums
 ├── CallFailedError                    `AgentResult.raise_for_error()` on a call that did not succeed
 ├── AgentRunFailed                     a `%%agent` cell whose calls did not all succeed (raised at its end)
@@ -42,6 +44,7 @@ __all__ = [
     "BudgetExceededError",
     "BundleError",
     "CacheMiss",
+    "CacheUnavailableError",
     "CallFailedError",
     "ClaudeForceError",
     "ConfigError",
@@ -78,6 +81,11 @@ class RetiredModelError(ConfigError):
 
 class BudgetExceededError(ClaudeForceError):
     """A call was refused before it was sent, because its worst-case cost could exceed the budget."""
+
+
+class CacheUnavailableError(ClaudeForceError):
+    """The response cache's store cannot do what was asked by name (clear, delete, export, import); the
+    message names the store and how to fix it. Calls never raise this: for them a broken cache is no cache."""
 
 
 class CacheMiss(ClaudeForceError):

@@ -49,6 +49,7 @@ from ._calls import (
 )
 from ._config import (
     DEFAULT_CACHE_MAX_SIZE_MB,
+    DEFAULT_CACHE_TIMEOUT_S,
     DEFAULT_CACHE_TTL_HOURS,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_TOKENS,
@@ -98,8 +99,9 @@ class AsyncAgentOrchestrator:
 
     Arguments left as None come from the environment (`ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) or the
     package defaults. `cache=` takes a ready `ResponseCache`; otherwise `enable_cache` builds one from the
-    `cache_*` arguments (default: the disk tier under the user's cache dir). `replay=True` serves only from
-    the cache and turns a miss into a `CacheMiss` failure, sending nothing.
+    `cache_*` arguments (default: the disk tier under the user's cache dir; `cache_timeout_s` bounds each
+    lookup and store, and a cache that is broken, failing or late is skipped with one warning).
+    `replay=True` serves only from the cache and turns a miss into a `CacheMiss` failure, sending nothing.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class AsyncAgentOrchestrator:
         cache_dir: str | Path | None = None,
         cache_ttl_hours: float = DEFAULT_CACHE_TTL_HOURS,
         cache_max_size_mb: float = DEFAULT_CACHE_MAX_SIZE_MB,
+        cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S,
         replay: bool = False,
         enable_tracking: bool = True,
         run_log: RunLog | None = None,
@@ -192,6 +195,7 @@ class AsyncAgentOrchestrator:
                 cache_dir=cache_dir,
                 ttl_hours=cache_ttl_hours,
                 max_size_mb=cache_max_size_mb,
+                timeout_s=cache_timeout_s,  # a broken or slow cache means "no cache", never a failed call
                 environ=environ,
             )
             self._owns_cache = True

@@ -6,18 +6,16 @@ the package's env vars removed, and every cache gets an explicit `environ` or `s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _cache_support import FakeClock, StoreProbe
+from _cache_support import FakeClock, RedisServer, StoreProbe
 
 from claude_force_nb._cache import ResponseCache
 from claude_force_nb._cache.disk import DB_FILE_NAME
@@ -57,21 +55,6 @@ def environ(tmp_path: Path) -> dict[str, str]:
 # -- Redis ---------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """CFNB_TEST_REDIS_URL, else a private redis-server for the session, else skip (fail if required)."""
@@ -79,29 +62,32 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
+    with _redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may freeze (SIGSTOP) or kill."""
+    with _redis_server(tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _redis_server(workdir: Path) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CFNB_REQUIRE_REDIS") == "1":
-            pytest.fail("CFNB_REQUIRE_REDIS=1 but there is no redis-server and no CFNB_TEST_REDIS_URL")
-        pytest.skip("no redis-server on PATH and CFNB_TEST_REDIS_URL unset")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+            pytest.fail("CFNB_REQUIRE_REDIS=1 but there is no redis-server")
+        pytest.skip("no redis-server on PATH")
     try:
-        deadline = time.monotonic() + 10
-        while not _ping(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        server = RedisServer(binary, workdir)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture

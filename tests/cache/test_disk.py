@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import stat
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from _cache_support import make_completion, make_request
 
+from claude_force_nb import CacheUnavailableError
 from claude_force_nb._cache import ResponseCache
 from claude_force_nb._cache.disk import DB_FILE_NAME
 
@@ -73,15 +75,21 @@ def test_totals_match_rows_and_nothing_is_pickled(tmp_path: Path) -> None:
         con.close()
 
 
-def test_a_newer_schema_is_refused_not_overwritten(tmp_path: Path) -> None:
-    """A database written by a future schema is left alone with a clear error."""
+def test_a_newer_schema_is_refused_not_overwritten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A database written by a future schema is left alone: the cache is off, with one warning saying why."""
     with ResponseCache("disk", cache_dir=tmp_path, secret="s") as cache:
         _fill(cache, 1)
     con = sqlite3.connect(tmp_path / DB_FILE_NAME)
     con.execute("PRAGMA user_version = 99")
     con.close()
-    with pytest.raises(ValueError, match="schema 99"):
-        ResponseCache("disk", cache_dir=tmp_path, secret="s")
+    with caplog.at_level(logging.WARNING), ResponseCache("disk", cache_dir=tmp_path, secret="s") as cache:
+        assert cache.off and cache.get(make_request("t0"), agent="a") is None
+        with pytest.raises(CacheUnavailableError, match="schema 99"):
+            cache.clear()
+    assert [r.getMessage() for r in caplog.records if "schema 99" in r.getMessage()] != []
+    con = sqlite3.connect(tmp_path / DB_FILE_NAME)
+    assert con.execute("SELECT count(*) FROM entries").fetchone() == (1,)  # untouched
+    con.close()
 
 
 def test_hits_are_recorded_in_the_store(tmp_path: Path) -> None:

@@ -84,3 +84,37 @@ async def test_shared_by_two_async_instances(redis_url: str, redis_prefix: str, 
     finally:
         await writer.aclose()
         await reader.aclose()
+
+
+@pytest.mark.parametrize("edit", ["byte count", "one size", "hits"])
+def test_hand_edited_counters_never_wedge_the_scripts(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture, edit: str
+) -> None:
+    """A byte count, a size or a hits field that is not an integer: the scripts never fail on it (a failing
+    script would switch the cache off), the byte count is rebuilt exactly, and hits/close stay quiet."""
+    client = redis.Redis.from_url(redis_url)
+    cache = ResponseCache(redis_url, secret="s", redis_prefix=redis_prefix)
+    try:
+        _put(cache, "x")
+        _put(cache, "y")
+        key = cache.key(make_request("x"))
+        if edit == "byte count":
+            client.set(redis_prefix + "bytes", "abc")
+        elif edit == "one size":
+            client.hset(redis_prefix + "size", key, "abc")
+        else:
+            client.hset(redis_prefix + "e:" + key, "hits", "many")
+        assert cache.get(make_request("x"), agent="a") is not None  # a hit: a touch to record
+        _put(cache, "z")  # a write (records the touch, checks the cap)
+        stats = cache.stats()
+        sizes = [
+            len(client.hget(redis_prefix + "e:" + k.decode(), "v") or b"")
+            for k in client.hkeys(redis_prefix + "size")
+        ]
+        assert stats.size_bytes == sum(sizes) and stats.errors == 0
+        assert cache.clear() == 3
+        assert cache.stats().size_bytes == 0
+    finally:
+        cache.close()
+        client.close()
+    assert not [r for r in caplog.records if r.levelno >= 30 and "failed" in r.getMessage()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,3 +251,45 @@ async def test_async_damaged_entry_is_removed(open_cache: Any, probe: StoreProbe
     finally:
         await reader.aclose()
     assert key not in probe.values()
+
+
+_EDITS = [("expires", "abc"), ("created", "yesterday"), ("hits", "many"), ("agent", b"\xff\xfe")]
+
+
+def test_an_edited_expiry_is_refused_by_get(open_cache: Any, probe: StoreProbe) -> None:
+    """`expires='abc'` (or a Redis expiry that is not a number): get() refuses the entry, counts it and
+    removes it, instead of crashing (SQLite) or trusting the signed expiry alone (Redis)."""
+    key = _put(open_cache(), "edited")
+    probe.set_field(key, "expires", "abc")
+    cache = open_cache(memory_max_size_mb=0)
+    assert cache.get(make_request("edited"), agent="analyst") is None
+    stats = cache.stats()
+    assert (stats.integrity_failures, stats.misses, stats.hits) == (1, 1, 0)
+    assert key not in probe.values()
+    _assert_bytes_exact(cache, probe)
+
+
+@pytest.mark.parametrize(("field", "value"), _EDITS)
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda cache, path: cache.entries_frame(),
+        lambda cache, path: cache.export_bundle(path / "bundle.json"),
+        lambda cache, path: (cache.stats(), cache.entries_frame()),
+    ],
+    ids=["entries_frame", "export_bundle", "stats"],
+)
+def test_hand_edited_bookkeeping_is_refused_counted_and_removed(
+    open_cache: Any, probe: StoreProbe, tmp_path: Path, field: str, value: object, operation: Any
+) -> None:
+    """A bookkeeping column edited into nonsense (not a number, not text) makes a corrupt row: listing the
+    entries (the frame, an export, stats) does not crash on it; it is refused, counted and removed."""
+    key = _put(open_cache(), "edited")
+    kept = _put(open_cache(), "untouched")
+    probe.set_field(key, field, value)
+    cache = open_cache(memory_max_size_mb=0)
+    operation(cache, tmp_path)
+    assert key not in probe.values() and kept in probe.values()
+    assert cache.stats().integrity_failures == 1
+    assert list(cache.entries_frame()["key"]) == [kept[:16]]
+    _assert_bytes_exact(cache, probe)

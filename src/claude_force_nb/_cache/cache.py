@@ -17,6 +17,10 @@ run inline and disk writes on the store's own single thread (see `disk.py` for t
 `redis.asyncio` in the async methods. One lock guards the memory tier, the counters and the touch batch, so
 the sync twins may be called from any thread.
 
+Failures. A store that cannot be opened, fails or does not answer in `timeout_s` is "no cache" for the calls
+(a miss, an unstored answer) with one warning: every store operation goes through `guard.py`'s `StoreGuard`.
+A row whose bookkeeping was edited into nonsense is a corrupt row like a tampered value (`store.parse_row`).
+
 `verify_integrity=False` still writes the MAC but skips checking it on reads: for a trusted local disk where
 the ~2.5 us per 2 KB (more for long answers) matters. Malformed entries are still refused.
 """
@@ -25,15 +29,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from .._config import DEFAULT_CACHE_MAX_SIZE_MB, DEFAULT_CACHE_TTL_HOURS, read_environment
+from .._config import (
+    DEFAULT_CACHE_MAX_SIZE_MB,
+    DEFAULT_CACHE_TTL_HOURS,
+    Environment,
+    mask_url,
+    read_environment,
+)
+from .._exceptions import CacheUnavailableError
 from .._request import Completion, MessageRequest
 from .bundle import BundleEntry, read_bundle, write_bundle
 from .entry import (
@@ -44,18 +56,21 @@ from .entry import (
     encode_entry,
     mac_ok,
 )
+from .guard import DEFAULT_CACHE_TIMEOUT_S, StoreGuard, describe_error
 from .key import keyed_request, request_key
 from .memory import MemorySlot, MemoryTier
 from .policy import DEFAULT_REDIS_PREFIX, CacheSettings, is_expired
 from .secret import resolve_secret
 from .stats import CacheCounters, CacheStats, entries_frame
-from .store import LookupResult, PersistentStore, PutItem, StoredRow, Touch, WriteOutcome
+from .store import CorruptRow, LookupResult, PersistentStore, PutItem, StoredRow, Touch, WriteOutcome
 from .touches import TouchBatch
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["ResponseCache"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +96,10 @@ class ResponseCache:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         redis_prefix: str = DEFAULT_REDIS_PREFIX,
+        timeout_s: float = DEFAULT_CACHE_TIMEOUT_S,
     ) -> None:
+        """`timeout_s` bounds each lookup and store on the call path (see `guard.py`: a store that cannot be
+        opened, fails or runs late means "no cache" with one warning, never a failed or blocked call)."""
         self.settings = CacheSettings.build(
             backend=backend,
             ttl_hours=ttl_hours,
@@ -92,39 +110,51 @@ class ResponseCache:
         self.backend = backend
         self.replay = replay
         self.exclude_agents = frozenset(exclude_agents)
+        if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         self._clock: Callable[[], float] = clock or time.time
         env = read_environment(environ)
         directory = Path(cache_dir).expanduser() if cache_dir is not None else env.cache_dir
-        if self.settings.kind == "memory" and secret is None and not env.cache_secret:
-            # Memory entries die with the process, so a per-process secret protects them as well as a stored
-            # one would, without creating a file in the user's config dir for a throwaway cache.
-            self._secret = secrets.token_bytes(32)
-        else:
-            self._secret = resolve_secret(
-                secret,
-                env_secret=env.cache_secret,
-                config_dir=env.config_dir,
-                cache_dir=directory if self.settings.kind == "disk" else None,
-            )
+        self.cache_dir: Path | None = directory if self.settings.kind == "disk" else None
+        self._guard = _guard_for(self.settings.kind, backend, directory, redis_prefix, timeout_s)
+        self._secret = b""
         self._store: PersistentStore | None = None
-        if self.settings.kind == "disk":
-            from .disk import DiskStore
+        try:
+            self._secret = self._open_secret(secret, env, directory)
+            if self.settings.kind == "disk":
+                from .disk import DiskStore
 
-            self._store = DiskStore(directory)
-            self.cache_dir: Path | None = directory
-        else:
-            self.cache_dir = None
-        if self.settings.kind == "redis":
-            from .redis import RedisStore
+                self._store = DiskStore(directory)
+            elif self.settings.kind == "redis":
+                from .redis import RedisStore
 
-            self._store = RedisStore(backend, prefix=redis_prefix)
+                self._store = RedisStore(backend, prefix=redis_prefix, timeout_s=float(timeout_s))
+        except Exception as exc:  # a corrupt file, an unusable folder or secret: "no cache", said once
+            self._guard.refuse_to_open(exc)
         memory_bytes = self.settings.memory_max_size_bytes
-        self._memory = MemoryTier(memory_bytes) if memory_bytes > 0 else None
+        self._memory = MemoryTier(memory_bytes) if memory_bytes > 0 and not self.off else None
         self._lock = threading.RLock()
         self._counters = CacheCounters()
         self._touches = TouchBatch()
         self._last_memory_sweep = time.monotonic()
         self._closed = False
+
+    def _open_secret(self, secret: str | bytes | None, env: Environment, directory: Path) -> bytes:
+        if self.settings.kind == "memory" and secret is None and not env.cache_secret:
+            # Memory entries die with the process, so a per-process secret protects them as well as a stored
+            # one would, without creating a file in the user's config dir for a throwaway cache.
+            return secrets.token_bytes(32)
+        return resolve_secret(
+            secret,
+            env_secret=env.cache_secret,
+            config_dir=env.config_dir,
+            cache_dir=directory if self.settings.kind == "disk" else None,
+        )
+
+    @property
+    def off(self) -> bool:
+        """True when the store could not be opened: nothing is served or stored (the warning said why)."""
+        return self._guard.broken is not None
 
     # -- keys and policy -------------------------------------------------------------------------------------
 
@@ -146,12 +176,14 @@ class ResponseCache:
         hit = self._memory_hit(key, now)
         if hit is not None:
             return hit
-        if self._store is None:
+        store = self._store
+        result = self._guard.run("a lookup", lambda: store.lookup(key)) if store is not None else None
+        if result is None:  # no store, or it failed: a miss
             self._miss()
             return None
-        hit, bad = self._judge(key, now, self._store.lookup(key))
-        if bad is not None:
-            self._store.discard(key, bad)
+        hit, bad = self._judge(key, now, result)
+        if bad is not None and store is not None:
+            self._guard.run("removing a bad entry", lambda: store.discard(key, bad))
         return hit
 
     async def aget(self, request: MessageRequest, *, agent: str) -> CacheHit | None:
@@ -162,12 +194,14 @@ class ResponseCache:
         hit = self._memory_hit(key, now)
         if hit is not None:
             return hit
-        if self._store is None:
+        store = self._store
+        result = await self._guard.arun("a lookup", lambda: store.alookup(key)) if store is not None else None
+        if result is None:  # no store, or it failed or ran late: a miss
             self._miss()
             return None
-        hit, bad = self._judge(key, now, await self._store.alookup(key))
-        if bad is not None:
-            await self._store.adiscard(key, bad)
+        hit, bad = self._judge(key, now, result)
+        if bad is not None and store is not None:
+            await self._guard.arun("removing a bad entry", lambda: store.adiscard(key, bad))
         return hit
 
     def count_coalesced_hit(self, cost_usd: float, latency_s: float) -> None:
@@ -211,6 +245,15 @@ class ResponseCache:
             if value is None:
                 self._counters.misses += 1
                 return None, None
+            if math.isnan(result.expires):  # an expiry column edited into something that is not a time
+                log.warning(
+                    "response cache: refusing entry %s from %s: its expiry is not a time",
+                    key[:12],
+                    self._where(),
+                )
+                self._counters.integrity_failures += 1
+                self._counters.misses += 1
+                return None, value
             if is_expired(result.expires, now):
                 self._counters.expirations += 1
                 self._counters.misses += 1
@@ -243,7 +286,7 @@ class ResponseCache:
         return hit, None
 
     def _where(self) -> str:
-        return self._store.description if self._store is not None else "memory"
+        return self._store.description if self._store is not None else self._guard.where
 
     # -- writes ----------------------------------------------------------------------------------------------
 
@@ -261,12 +304,16 @@ class ResponseCache:
         if prepared is None:
             return
         item, slot, now = prepared
-        outcome = WriteOutcome()
-        if self._store is not None:
-            outcome = self._store.put_many(
-                [item], now=now, cap=self.settings.max_size_bytes, touches=self._take_touches()
+        outcome: WriteOutcome | None = WriteOutcome()
+        store = self._store
+        if store is not None:
+            touches = self._take_touches()
+            outcome = self._guard.run(
+                "a store",
+                lambda: store.put_many([item], now=now, cap=self.settings.max_size_bytes, touches=touches),
             )
-        self._after_write(item.key, slot, outcome, now)
+        if outcome is not None:  # None: the store failed, so the answer is not cached (not even in memory)
+            self._after_write(item.key, slot, outcome, now)
 
     async def aput(
         self,
@@ -282,12 +329,16 @@ class ResponseCache:
         if prepared is None:
             return
         item, slot, now = prepared
-        outcome = WriteOutcome()
-        if self._store is not None:
-            outcome = await self._store.aput_many(
-                [item], now=now, cap=self.settings.max_size_bytes, touches=self._take_touches()
+        outcome: WriteOutcome | None = WriteOutcome()
+        store = self._store
+        if store is not None:
+            touches = self._take_touches()
+            outcome = await self._guard.arun(
+                "a store",
+                lambda: store.aput_many([item], now=now, cap=self.settings.max_size_bytes, touches=touches),
             )
-        self._after_write(item.key, slot, outcome, now)
+        if outcome is not None:  # None: the store failed or ran late, so the answer is not cached
+            self._after_write(item.key, slot, outcome, now)
 
     def _prepare(
         self,
@@ -298,7 +349,7 @@ class ResponseCache:
         cost_usd: float,
         latency_s: float,
     ) -> tuple[PutItem, MemorySlot, float] | None:
-        if self.excludes(agent):
+        if self.excludes(agent) or self.off:
             return None
         check_cacheable(completion, cost_usd, latency_s)
         key, request_json = keyed_request(request)
@@ -374,18 +425,20 @@ class ResponseCache:
 
     def _background_flush(self) -> None:
         try:
-            if self._store is not None and not self._closed:
-                self._store.flush_touches(self._take_touches())
-        except Exception:  # LRU order degrades a little; nothing is served wrong
-            log.warning("response cache: could not record hits in %s", self._where(), exc_info=True)
+            store = self._store
+            if store is not None and not self._closed:  # a failure only makes LRU order a little less exact
+                touches = self._take_touches()
+                self._guard.run("recording hits", lambda: store.flush_touches(touches))
         finally:
             self._touches.flush_pending = False
 
     def _sync_persistent(self) -> None:
         """Flush hits and sweep expired entries, so counts and rows are exact right now."""
-        if self._store is not None:
-            self._store.flush_touches(self._take_touches())
-            expired = self._store.sweep(self._clock())
+        store = self._store
+        if store is not None:
+            touches, now = self._take_touches(), self._clock()
+            self._guard.run("recording hits", lambda: store.flush_touches(touches))
+            expired = self._guard.run("a sweep", lambda: store.sweep(now)) or ()
             with self._lock:
                 self._counters.expirations += len(expired)
                 if self._memory is not None:
@@ -398,20 +451,25 @@ class ResponseCache:
     # -- maintenance and reporting ---------------------------------------------------------------------------
 
     def stats(self) -> CacheStats:
-        """Counters of this object plus the store's exact contents (expired entries swept first)."""
+        """Counters of this object plus the store's exact contents (expired entries swept first).
+
+        While the store is off or failing, `entries`/`size_bytes` are the memory tier's (what can be served
+        now) and `errors` says how many store operations failed."""
         self._sync_persistent()
+        store = self._store
+        usage = self._guard.run("reading its size", store.usage) if store is not None else None
         with self._lock:
             c = self._counters
             memory_entries = len(self._memory) if self._memory is not None else 0
             memory_bytes = self._memory.size_bytes if self._memory is not None else 0
-            if self._store is None:
+            if store is None:
                 entries, size = memory_entries, memory_bytes
-                cap = self.settings.memory_max_size_bytes
+                cap = self.settings.memory_max_size_bytes if not self.off else self.settings.max_size_bytes
             else:
-                entries, size = self._store.usage()
+                entries, size = usage if usage is not None else (memory_entries, memory_bytes)
                 cap = self.settings.max_size_bytes
             return CacheStats(
-                backend=self.backend,
+                backend=mask_url(self.backend),
                 hits=c.hits,
                 misses=c.misses,
                 hit_rate=c.hit_rate(),
@@ -425,46 +483,95 @@ class ResponseCache:
                 time_saved_s=c.time_saved_s,
                 memory_entries=memory_entries,
                 memory_size_bytes=memory_bytes,
+                errors=self._guard.errors,
             )
 
     def _rows(self) -> list[StoredRow]:
         """The authoritative tier's rows, least recently used first, after a sync."""
         self._sync_persistent()
-        if self._store is not None:
-            return self._store.rows()
-        assert self._memory is not None
-        with self._lock:
-            return self._memory.rows()
+        store = self._store
+        rows = self._guard.run("listing entries", store.rows) if store is not None else None
+        if rows is not None:
+            return self._refuse_corrupt(rows)
+        with self._lock:  # no store, or it failed: what the memory tier holds (nothing when the cache is off)
+            return self._memory.rows() if self._memory is not None else []
+
+    def _refuse_corrupt(self, rows: Iterable[StoredRow | CorruptRow]) -> list[StoredRow]:
+        """The sound rows; each corrupt one (hand-edited bookkeeping) is logged, counted and removed."""
+        sound: list[StoredRow] = []
+        for row in rows:
+            if isinstance(row, StoredRow):
+                sound.append(row)
+                continue
+            log.warning(
+                "response cache: refusing entry %s from %s: %s", row.key[:12], self._where(), row.problem
+            )
+            with self._lock:
+                self._counters.integrity_failures += 1
+            self._discard_everywhere(row.key, row.value)
+        return sound
 
     def entries_frame(self) -> pd.DataFrame:
         """One row per entry: key (prefix), agent, model, bytes, created, last_access, hits, expires_in_s."""
         return entries_frame(self._rows(), now=self._clock())
 
     def clear(self) -> int:
-        """Remove every entry this cache stores (its own rows/keys only; other files are left alone)."""
+        """Remove every entry this cache stores (its own rows/keys only; other files are left alone).
+
+        CacheUnavailableError when the store cannot be used (the same for `delete` and the bundles)."""
+        self._check_usable("clearing")
         with self._lock:
             memory_entries = len(self._memory) if self._memory is not None else 0
             if self._memory is not None:
                 self._memory.clear()
             self._touches.clear()
-        return self._store.clear() if self._store is not None else memory_entries
+        store = self._store
+        return self._explicit("clearing", store.clear) if store is not None else memory_entries
 
     def delete(self, key: str) -> bool:
         """Remove one entry by its key; True if it was there."""
+        self._check_usable("deleting an entry")
         with self._lock:
             in_memory = self._memory is not None and self._memory.pop(key) is not None
             self._touches.discard(key)
-        in_store = self._store.delete(key) if self._store is not None else False
+        store = self._store
+        in_store = (
+            self._explicit("deleting an entry", lambda: store.delete(key)) if store is not None else False
+        )
         return in_memory or in_store
+
+    def _check_usable(self, what: str) -> None:
+        if self._guard.broken is not None:
+            raise CacheUnavailableError(
+                f"response cache: {what} is not possible: {self._guard.where} cannot be used "
+                f"({self._guard.broken}). {self._guard.fix}"
+            )
+
+    def _explicit(self, what: str, op: Callable[[], T]) -> T:
+        """An operation asked for by name: its failure is a short CacheUnavailableError, not a miss."""
+        try:
+            return op()
+        except Exception as exc:
+            where, fix = self._guard.where, self._guard.fix
+            raise CacheUnavailableError(
+                f"response cache: {what} in {where} failed ({describe_error(exc)}). {fix}"
+            ) from exc
 
     # -- replay bundles --------------------------------------------------------------------------------------
 
     def export_bundle(self, path: str | Path, *, agents: Iterable[str] | None = None) -> int:
         """Write the unexpired entries (of `agents`, or all) to a replay bundle; returns how many."""
+        self._check_usable("exporting")
         wanted = None if agents is None else frozenset(agents)
         now = self._clock()
         entries: list[BundleEntry] = []
-        for row in self._rows():
+        store = self._store
+        if store is not None:
+            self._sync_persistent()
+            rows = self._refuse_corrupt(self._explicit("exporting", store.rows))
+        else:
+            rows = self._rows()
+        for row in rows:
             if is_expired(row.expires, now) or (wanted is not None and row.agent not in wanted):
                 continue
             try:
@@ -481,6 +588,7 @@ class ResponseCache:
 
         Entries are re-signed with this cache's secret and get a fresh TTL; returns how many were stored.
         """
+        self._check_usable("importing")
         entries = read_bundle(Path(path))
         now = self._clock()
         expires = now + self.settings.ttl_s
@@ -500,12 +608,14 @@ class ResponseCache:
             )
             slot = MemorySlot(value=value, hit=entry.hit(), model=model, expires_at=expires, last_access=now)
             items.append((item, slot))
-        if self._store is not None:
-            outcome = self._store.put_many(
-                [item for item, _ in items],
-                now=now,
-                cap=self.settings.max_size_bytes,
-                touches=self._take_touches(),
+        store = self._store
+        if store is not None:
+            touches = self._take_touches()
+            outcome = self._explicit(
+                "importing",
+                lambda: store.put_many(
+                    [item for item, _ in items], now=now, cap=self.settings.max_size_bytes, touches=touches
+                ),
             )
             with self._lock:
                 for item, _ in items:  # a stale memory copy must not shadow the imported one
@@ -523,36 +633,45 @@ class ResponseCache:
                 slot = self._memory.get(key)
                 if slot is not None and slot.value == value:
                     self._memory.pop(key)
-        if self._store is not None:
-            self._store.discard(key, value)
+        store = self._store
+        if store is not None:
+            self._guard.run("removing a bad entry", lambda: store.discard(key, value))
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Record pending hits and release files/connections. Idempotent."""
+        """Record pending hits and release files/connections. Idempotent; never raises for a failing store
+        (the hits are then lost, which only makes LRU order a little less exact)."""
         if self._closed:
             return
-        if self._store is not None:
-            try:
-                self._store.flush_touches(self._take_touches())
-            finally:
-                self._closed = True
-                self._store.close()
         self._closed = True
+        store = self._store
+        if store is not None:
+            touches = self._take_touches()
+            if touches:
+                self._guard.run("recording hits", lambda: store.flush_touches(touches))
+            try:
+                store.close()
+            except Exception:
+                log.debug("response cache: closing %s failed", self._where(), exc_info=True)
 
     async def aclose(self) -> None:
-        """Async `close` (closes the async Redis client on its own loop)."""
+        """Async `close` (closes the async Redis client on its own loop). Never raises for a failing store."""
         if self._closed:
             return
-        if self._store is not None:
-            try:
-                touches = self._take_touches()
-                if touches:  # the sync flush may wait for another process's write lock: not on the loop
-                    await asyncio.get_running_loop().run_in_executor(None, self._store.flush_touches, touches)
-            finally:
-                self._closed = True
-                await self._store.aclose()
         self._closed = True
+        store = self._store
+        if store is not None:
+            touches = self._take_touches()
+            if touches:  # the sync flush may wait for another process's write lock: not on the loop
+                loop = asyncio.get_running_loop()
+                await self._guard.arun(
+                    "recording hits", lambda: loop.run_in_executor(None, store.flush_touches, touches)
+                )
+            try:
+                await store.aclose()
+            except Exception:
+                log.debug("response cache: closing %s failed", self._where(), exc_info=True)
 
     def __enter__(self) -> ResponseCache:
         return self
@@ -572,6 +691,23 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return (
-            f"ResponseCache(backend={self.backend!r}, where={self._where()!r}, "
+            f"ResponseCache(backend={mask_url(self.backend)!r}, where={self._where()!r}, "
             f"ttl_hours={self.settings.ttl_s / 3600:g}, max_size_bytes={self.settings.max_size_bytes})"
         )
+
+
+def _guard_for(kind: str, backend: str, directory: Path, prefix: str, timeout_s: float) -> StoreGuard:
+    """The guard of a cache's persistent tier, knowing what to call the store and how to fix it."""
+    if kind == "disk":
+        from .disk import DB_FILE_NAME
+
+        path = directory / DB_FILE_NAME
+        fix = (
+            f"To fix it, move {path.name} aside (e.g. rename it to {path.name}.broken; it holds only cached "
+            "answers) or set cache_dir to another folder."
+        )
+        return StoreGuard(str(path), fix=fix, timeout_s=timeout_s)
+    if kind == "redis":
+        fix = "Check that this Redis server is running and reachable, or use cache_backend='disk'."
+        return StoreGuard(f"{mask_url(backend)} (prefix {prefix!r})", fix=fix, timeout_s=timeout_s)
+    return StoreGuard("memory", fix="", timeout_s=timeout_s)

@@ -43,7 +43,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from .policy import plan_eviction
-from .store import LookupResult, PutItem, StoredRow, Touch, WriteOutcome
+from .store import (
+    CorruptRow,
+    LookupResult,
+    PutItem,
+    StoredRow,
+    Touch,
+    WriteOutcome,
+    bookkeeping_time,
+    parse_row,
+)
 
 __all__ = ["DB_FILE_NAME", "DEFAULT_BUSY_TIMEOUT_S", "DiskStore"]
 
@@ -115,18 +124,9 @@ def retry_while_busy(statement: Callable[[], object], timeout_s: float, *, pause
         time.sleep(pause_s)
 
 
-def _row(values: tuple[object, ...]) -> StoredRow:
-    key, value, agent, model, created, last_access, expires, hits = values
-    return StoredRow(
-        key=str(key),
-        value=bytes(value),  # type: ignore[call-overload]  # a BLOB column
-        agent=str(agent),
-        model=str(model),
-        created=float(created),  # type: ignore[arg-type]
-        last_access=float(last_access),  # type: ignore[arg-type]
-        expires=float(expires),  # type: ignore[arg-type]
-        hits=int(hits),  # type: ignore[call-overload]
-    )
+def _row(values: tuple[object, ...]) -> StoredRow | CorruptRow:
+    key, *columns = values
+    return parse_row(str(key), *columns)
 
 
 class DiskStore:
@@ -206,7 +206,7 @@ class DiskStore:
         # The hot path of a disk hit: two columns, no row object. The temporary cursor is dropped at once,
         # which resets the statement and ends the read snapshot (so checkpoints are never held up).
         row = self._conn().execute(_LOOKUP, (key,)).fetchone()
-        return LookupResult(None) if row is None else LookupResult(row[0], row[1])
+        return LookupResult(None) if row is None else LookupResult(row[0], bookkeeping_time(row[1]))
 
     async def alookup(self, key: str) -> LookupResult:
         return self.lookup(key)  # inline on purpose: see the module docstring's measurement
@@ -215,7 +215,7 @@ class DiskStore:
         entries, size = self._conn().execute("SELECT entries, bytes FROM totals WHERE id = 0").fetchall()[0]
         return int(entries), int(size)
 
-    def rows(self) -> list[StoredRow]:
+    def rows(self) -> list[StoredRow | CorruptRow]:
         return [_row(r) for r in self._conn().execute(f"SELECT {_COLUMNS} FROM entries ORDER BY last_access")]
 
     # -- writes ----------------------------------------------------------------------------------------------

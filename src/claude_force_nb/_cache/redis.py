@@ -35,20 +35,49 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .store import LookupResult, PutItem, StoredRow, Touch, WriteOutcome
+from .._config import mask_url
+from .store import (
+    CorruptRow,
+    LookupResult,
+    PutItem,
+    StoredRow,
+    Touch,
+    WriteOutcome,
+    bookkeeping_time,
+    parse_row,
+)
 
 __all__ = ["RedisStore"]
 
 _FIELDS = ("v", "agent", "model", "created", "expires", "hits")
 
+# Hand edits must not wedge the scripts (a script that errors half way keeps its earlier writes): a byte count
+# that is not an integer is rebuilt from the sizes, an entry whose size is not one is removed with the count
+# rebuilt, and a `hits` field that is not an integer is left for the reader to refuse (see `_stored_row`).
 _PREAMBLE = """
 local LRU, EXP, SIZE, BYTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local P = ARGV[1]
+local function int(x)
+  if x and string.match(x, '^%-?%d+$') then return tonumber(x) end
+  return nil
+end
+local function rebuild_bytes()
+  local t = 0
+  for _, s in ipairs(redis.call('HVALS', SIZE)) do t = t + (int(s) or 0) end
+  redis.call('SET', BYTES, t)
+  return t
+end
+local function byte_total()
+  local t = redis.call('GET', BYTES)
+  if not t then return 0 end
+  return int(t) or rebuild_bytes()
+end
 local function remove(k)
   local s = redis.call('HGET', SIZE, k)
   if s then
-    redis.call('DECRBY', BYTES, s)
+    byte_total()
     redis.call('HDEL', SIZE, k)
+    if int(s) then redis.call('DECRBY', BYTES, s) else rebuild_bytes() end
   end
   redis.call('ZREM', LRU, k)
   redis.call('ZREM', EXP, k)
@@ -74,7 +103,8 @@ for _ = 1, ntouch do
   if redis.call('EXISTS', P .. 'e:' .. k) == 1 then
     local cur = redis.call('ZSCORE', LRU, k)
     if (not cur) or tonumber(at) > tonumber(cur) then redis.call('ZADD', LRU, at, k) end
-    redis.call('HINCRBY', P .. 'e:' .. k, 'hits', n)
+    local e = P .. 'e:' .. k
+    if int(redis.call('HGET', e, 'hits')) then redis.call('HINCRBY', e, 'hits', n) end
   end
 end
 local expired = {}
@@ -88,7 +118,7 @@ for _ = 1, nitems do
   local size = string.len(v)
   if size <= cap then
     remove(k)
-    local total = tonumber(redis.call('GET', BYTES) or '0')
+    local total = byte_total()
     while total + size > cap do
       local oldest = redis.call('ZRANGE', LRU, 0, 0)
       if #oldest == 0 then break end
@@ -141,6 +171,8 @@ return 0
 
 _SWEEP = _PREAMBLE + "\nreturn sweep(ARGV[2])\n"
 
+_USAGE = _PREAMBLE + "\nreturn {redis.call('HLEN', SIZE), byte_total()}\n"
+
 _CLEAR = (
     _PREAMBLE
     + """
@@ -175,43 +207,32 @@ def _outcome(reply: Any) -> WriteOutcome:
     return WriteOutcome(evicted=tuple(map(_text, evicted)), expired=tuple(map(_text, expired)))
 
 
-def _float(value: Any, default: float) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):  # hand-edited bookkeeping: the signed expiry in the value still rules
-        return default
-
-
 def _lookup(reply: Any) -> LookupResult:
     status = int(reply[0])
     if status <= 0:
         return LookupResult(None, expired=1 if status == 0 else 0)
-    return LookupResult(bytes(reply[1]), _float(reply[2], math.inf))
+    return LookupResult(bytes(reply[1]), bookkeeping_time(reply[2]))  # NaN if edited: the cache refuses it
 
 
-def _stored_row(key: str, fields: list[Any], last_access: Any) -> StoredRow:
+def _stored_row(key: str, fields: list[Any], last_access: Any) -> StoredRow | CorruptRow:
     value, agent, model, created, expires, hits = fields
-    return StoredRow(
-        key=key,
-        value=bytes(value),
-        agent=_text(agent or b""),
-        model=_text(model or b""),
-        created=_float(created, 0.0),
-        last_access=_float(last_access, 0.0),
-        expires=_float(expires, math.inf),
-        hits=int(_float(hits, 0)),
-    )
+    last = last_access if last_access is not None else 0.0  # an LRU index gap is not the row's fault
+    return parse_row(key, value, agent, model, created, last, expires, hits)
 
 
 class RedisStore:
     """A Redis-backed persistent store (see the module docstring)."""
 
-    def __init__(self, url: str, *, prefix: str) -> None:
+    def __init__(self, url: str, *, prefix: str, timeout_s: float | None = None) -> None:
+        """`timeout_s` bounds connecting and each reply, for the sync client here and the async one too."""
         self.url = url
         self.prefix = prefix
-        self.description = f"{url} (prefix {prefix!r})"
+        self.description = f"{mask_url(url)} (prefix {prefix!r})"  # a password in the URL is never shown
         self._keys = [prefix + name for name in ("lru", "exp", "size", "bytes")]
-        self._client = redis.Redis.from_url(url)
+        self._timeouts: dict[str, Any] = {}
+        if timeout_s:
+            self._timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+        self._client = redis.Redis.from_url(url, **self._timeouts)
         self._scripts = {name: self._client.register_script(src) for name, src in _SCRIPTS.items()}
         self._aclient: redis.asyncio.Redis | None = None
         self._ascripts: dict[str, Any] = {}
@@ -222,7 +243,7 @@ class RedisStore:
 
     async def _arun(self, name: str, args: list[Any]) -> Any:
         if self._aclient is None:
-            self._aclient = redis.asyncio.Redis.from_url(self.url)
+            self._aclient = redis.asyncio.Redis.from_url(self.url, **self._timeouts)
             self._ascripts = {n: self._aclient.register_script(src) for n, src in _SCRIPTS.items()}
         return await self._ascripts[name](keys=self._keys, args=args)
 
@@ -266,20 +287,17 @@ class RedisStore:
         return tuple(map(_text, self._run("sweep", [self.prefix, repr(now)])))
 
     def usage(self) -> tuple[int, int]:
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hlen(self._keys[2])
-        pipe.get(self._keys[3])
-        entries, size = pipe.execute()
-        return int(entries), int(size or 0)
+        entries, size = self._run("usage", [self.prefix])
+        return int(entries), int(size)
 
-    def rows(self) -> list[StoredRow]:
+    def rows(self) -> list[StoredRow | CorruptRow]:
         keys = sorted(_text(k) for k in self._client.hkeys(self._keys[2]))
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(self.prefix + "e:" + key, list(_FIELDS))
             pipe.zscore(self._keys[0], key)
         replies = pipe.execute()
-        rows = []
+        rows: list[StoredRow | CorruptRow] = []
         for i, key in enumerate(keys):
             fields, last_access = replies[2 * i], replies[2 * i + 1]
             if fields[0] is not None:
@@ -304,4 +322,11 @@ class RedisStore:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
 
-_SCRIPTS = {"put": _PUT, "get": _GET, "discard": _DISCARD, "sweep": _SWEEP, "clear": _CLEAR}
+_SCRIPTS = {
+    "put": _PUT,
+    "get": _GET,
+    "discard": _DISCARD,
+    "sweep": _SWEEP,
+    "clear": _CLEAR,
+    "usage": _USAGE,
+}

@@ -47,6 +47,8 @@ class CacheStats:
     time_saved_s: float
     memory_entries: int
     memory_size_bytes: int
+    errors: int = 0
+    """Store operations that failed or ran past the cache's deadline (counted as misses or skipped stores)."""
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of these numbers (pandas is imported here, not at package import)."""

@@ -8,12 +8,24 @@ SQLite transaction, one Redis script), so no crash or concurrent writer can leav
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["LookupResult", "PersistentStore", "PutItem", "StoredRow", "Touch", "WriteOutcome"]
+__all__ = [
+    "CorruptRow",
+    "LookupResult",
+    "PersistentStore",
+    "PutItem",
+    "StoredRow",
+    "Touch",
+    "WriteOutcome",
+    "bookkeeping_time",
+    "parse_row",
+]
 
 Touch = tuple[float, int]
 """(last access time, hits since the last flush) for one key: hits recorded in memory, written in batches."""
@@ -29,6 +41,79 @@ class StoredRow:
     last_access: float
     expires: float
     hits: int
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptRow:
+    """A row whose bookkeeping (agent, model, times, hits) is not what the store writes: a hand edit, or
+    damage. The cache refuses it, counts it as an integrity failure and removes it; it is never served."""
+
+    key: str
+    value: bytes
+    problem: str
+
+
+def bookkeeping_time(raw: object) -> float:
+    """A stored time (created, last access, expiry) as a float; NaN when it is not a finite number."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        number = float(raw)
+    elif isinstance(raw, (str, bytes)):
+        try:
+            number = float(raw)
+        except ValueError:
+            return math.nan
+    else:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+_INTEGER = re.compile(rb"-?[0-9]+")
+
+
+def parse_row(
+    key: str,
+    value: object,
+    agent: object,
+    model: object,
+    created: object,
+    last_access: object,
+    expires: object,
+    hits: object,
+    /,
+) -> StoredRow | CorruptRow:
+    """Check and convert one stored row's columns (as SQLite or Redis return them, in `StoredRow` order)."""
+    data = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""
+    texts: list[str] = []
+    for name, raw in (("agent", agent), ("model", model)):
+        try:
+            texts.append(raw if isinstance(raw, str) else bytes(raw).decode())  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return CorruptRow(key, data, f"{name} is not text")
+    times: list[float] = []
+    for name, raw in (("created", created), ("last_access", last_access), ("expires", expires)):
+        times.append(bookkeeping_time(raw))
+        if math.isnan(times[-1]):
+            return CorruptRow(key, data, f"{name} is not a time: {raw!r:.40}")
+    if isinstance(hits, int) and not isinstance(hits, bool):
+        count = hits
+    elif isinstance(hits, (str, bytes)) and _INTEGER.fullmatch(
+        hits.encode() if isinstance(hits, str) else hits
+    ):
+        count = int(hits)
+    else:
+        return CorruptRow(key, data, f"hits is not a whole number: {hits!r:.40}")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return CorruptRow(key, data, "the value is not bytes")
+    return StoredRow(
+        key=key,
+        value=data,
+        agent=texts[0],
+        model=texts[1],
+        created=times[0],
+        last_access=times[1],
+        expires=times[2],
+        hits=count,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +177,7 @@ class PersistentStore(Protocol):
         """(entries, bytes) as the store's own exact counters say."""
         ...
 
-    def rows(self) -> list[StoredRow]: ...
+    def rows(self) -> list[StoredRow | CorruptRow]: ...
     def clear(self) -> int: ...
     def close(self) -> None: ...
     async def aclose(self) -> None: ...

@@ -171,4 +171,4 @@ def test_a_saved_notebook_holds_no_key(
     text = saved.read_text()
     assert "DEBUG" in text and "no-such-agent" in text  # the logs and the error are in the file
     assert HIDDEN not in text, [line.strip()[:160] for line in text.splitlines() if HIDDEN in line]
-    assert "sk-ant-…1234" in text.encode().decode("unicode_escape")  # the session cell rendered, masked
+    assert "sk-ant-…1234" in json.dumps(json.loads(text), ensure_ascii=False)  # the session, masked

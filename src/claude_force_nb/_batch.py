@@ -413,7 +413,7 @@ class BatchJob:
                 item.record.status = "running"
                 waiting[item.custom_id] = item
             if self._registry is not None:
-                self._registry.add_batch(self.job_id, batch.id, [item.custom_id for item, _ in chunk])
+                self._registry.add_batch(self.job_id, batch.id, [item.index for item, _ in chunk])
 
     async def _collect(self, batch_id: str) -> None:
         """Stream an ended batch's results and finish each of its items (retryable errors are queued)."""

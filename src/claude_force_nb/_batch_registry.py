@@ -131,14 +131,14 @@ class BatchRegistry:
             )
             db.execute("COMMIT")
 
-    def add_batch(self, job_id: str, batch_id: str, custom_ids: Sequence[str]) -> None:
-        """Record that these items of the job were sent in `batch_id`."""
+    def add_batch(self, job_id: str, batch_id: str, indexes: Sequence[int]) -> None:
+        """Record that the job's items at these input indexes were sent in `batch_id`."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?)", (batch_id, job_id, time.time()))
-            db.executemany(
-                "UPDATE items SET batch_id = ? WHERE job_id = ? AND custom_id = ?",
-                [(batch_id, job_id, custom_id) for custom_id in custom_ids],
+            db.executemany(  # by primary key: one indexed update per item, never a scan
+                "UPDATE items SET batch_id = ? WHERE job_id = ? AND idx = ?",
+                [(batch_id, job_id, index) for index in indexes],
             )
             db.execute("COMMIT")
 

@@ -72,6 +72,9 @@ def test_no_object_shows_the_key(
     answered = run_blocking(orch.execute_agent("analyst", "hello"))
     cached = run_blocking(orch.execute_agent("analyst", "hello"))
     batch = run_blocking(orch.execute_multiple([("analyst", "one"), ("writer", "two")]))
+    estimate = run_blocking(orch.estimate([("analyst", "three"), ("writer", "four")]))
+    job = run_blocking(orch.submit_batch([("analyst", "five"), ("writer", "six")]))
+    batched = run_blocking(job.wait(poll_interval=0.01))
     with serve(api_key="the-only-key-this-server-takes") as strict:
         refused_by = AsyncAgentOrchestrator(base_url=strict.base_url, max_retries=0, enable_cache=False)
         refused = run_blocking(refused_by.execute_agent("analyst", "hello"))
@@ -93,6 +96,10 @@ def test_no_object_shows_the_key(
         answered,
         cached,
         *batch,
+        estimate,
+        job,
+        *batched,
+        *orch.batch_jobs(),
         refused,
         refused_by,
         *events,
@@ -101,6 +108,8 @@ def test_no_object_shows_the_key(
     texts = [text for obj in objects for text in _shown(obj)]
     texts += [
         session.runs_frame().to_string(),
+        estimate.to_frame().to_string(),
+        job.to_frame().to_string(),
         orch.cache.stats().to_frame().to_string(),
         orch.cache.entries_frame().to_string(),
         claude_force_nb.attempts_frame(list(orch.runs)).to_string(),
@@ -117,20 +126,27 @@ def test_no_object_shows_the_key(
     assert len(caplog.records) > 10  # the logs searched really were the DEBUG ones
 
 
-def test_magic_cells_do_not_show_the_key(magics: Any, shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`%%agent`, `%agent runs` and a cell ending in `get_session()` display no key."""
+def test_magic_cells_do_not_show_the_key(
+    magics: Any, shell: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`%%agent`, `%agent runs`, `%agent config`, an error and a cell ending in `get_session()` display no
+    key, nor the password of a Redis URL (a Redis that is not there: the cache's warning names it masked)."""
     from IPython.utils.capture import capture_output
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    with capture_output() as captured:
+    magics.cache_backend = f"redis://:pw-{HIDDEN}@127.0.0.1:1/0"  # nothing listens on port 1
+    with caplog.at_level(logging.DEBUG), capture_output() as captured:
         shell.run_cell("%%agent code-reviewer -o review\nReview this.")
         shell.run_cell("%agent runs")
+        shell.run_cell("%agent config")
         shell.run_cell("import claude_force_nb\nclaude_force_nb.get_session()")
         shell.run_cell("%%agent no-such-agent\nhello")
-    outputs = [captured.stdout, captured.stderr] + [json.dumps(o.data, default=str) for o in captured.outputs]
+    outputs = [captured.stdout, captured.stderr, caplog.text]
+    outputs += [json.dumps(o.data, default=str) for o in captured.outputs]
     assert shell.user_ns["review"].success
     assert not [text[:200] for text in outputs if HIDDEN in text]
     assert any("sk-ant-…1234" in text for text in outputs)  # the session's repr was displayed, masked
+    assert "redis://:…@127.0.0.1:1/0" in caplog.text  # the dead cache was reported, its password masked
 
 
 _NOTEBOOK_CELLS = [

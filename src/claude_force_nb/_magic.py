@@ -605,8 +605,8 @@ class AgentMagics(Magics):
     def _cmd_config(self) -> None:
         settings = self.session.settings
         print(self.session.mode_note()[1])
-        for name in SessionSettings.__dataclass_fields__:
-            print(f"  {name:<20} {getattr(settings, name)!r}")
+        for name, value in settings.shown().items():  # masked: a Redis URL may carry a password
+            print(f"  {name:<20} {value!r}")
         print("Change with %config AgentMagics.<name> = value")
 
     def _cmd_budget(self, amount: str | None = None) -> None:

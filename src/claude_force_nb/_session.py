@@ -100,10 +100,14 @@ class SessionSettings:
     stream: bool = True
     replay: bool = False
 
-    def __repr__(self) -> str:
+    def shown(self) -> dict[str, Any]:
+        """The settings as they may be displayed: a password in a Redis URL masked."""
         shown = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        shown["cache_backend"] = mask_url(self.cache_backend)  # a Redis URL may carry a password
-        return f"SessionSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+        shown["cache_backend"] = mask_url(self.cache_backend)
+        return shown
+
+    def __repr__(self) -> str:
+        return f"SessionSettings({', '.join(f'{k}={v!r}' for k, v in self.shown().items())})"
 
 
 _FORMATS = ("markdown", "text", "json", "code")

@@ -375,3 +375,53 @@ def test_a_cell_runs_with_a_corrupt_cache_file(
     assert shell.user_ns["answer"].success and shell.user_ns["again"].success
     warnings = [r.getMessage() for r in caplog.records if "response cache" in r.getMessage()]
     assert len(warnings) == 1 and "responses.sqlite3" in warnings[0] and "aside" in warnings[0]
+
+
+def test_the_panels_concurrency_survives_later_config_changes(
+    shell: InteractiveShell, magics: AgentMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The session's settings are the one source of truth: a concurrency set in the panel is not reverted by
+    the next `%config AgentMagics.*`, the option shows it, and a magics object made later adopts it."""
+    import asyncio
+
+    from claude_force_nb._loop import run_blocking
+    from claude_force_nb._panel import AgentPanel
+
+    panel = AgentPanel(magics.session)
+    panel.concurrency.value = 7
+    panel.task.value = "x"
+    task = panel.run()
+    assert task is not None
+    run_blocking(asyncio.wait([task]))
+    shell.run_line_magic("config", "AgentMagics.model = 'claude-haiku-4-5'")
+    settings = magics.session.settings
+    assert (settings.max_concurrent, settings.model) == (7, "claude-haiku-4-5")
+    assert magics.max_concurrent == 7
+    shell.run_line_magic("config", "AgentMagics")
+    assert "Current: 7" in capsys.readouterr().out
+    later = AgentMagics(shell=shell, session=magics.session)
+    assert later.max_concurrent == 7 and magics.session.settings.max_concurrent == 7
+    later.max_retries = 1  # one option changes one setting
+    assert magics.session.settings.max_concurrent == 7 and magics.max_retries == 1
+
+
+def test_every_setting_is_one_option_with_one_default() -> None:
+    """Each `%config` option is derived from a SessionSettings field (same default); every field but the
+    ones with their own command is an option; the orchestrator's defaults are the same constants."""
+    import dataclasses
+    import inspect
+
+    from claude_force_nb import AsyncAgentOrchestrator, RetryPolicy
+    from claude_force_nb._session import SETTING_OPTIONS, SessionSettings
+
+    names = {f.name for f in dataclasses.fields(SessionSettings)}
+    assert set(SETTING_OPTIONS) == names - {"replay"}
+    defaults = SessionSettings()
+    traits = AgentMagics.class_traits(config=True)
+    for field_name, option in SETTING_OPTIONS.items():
+        trait = traits[option.name or field_name]
+        assert trait.default_value == option.to_option(getattr(defaults, field_name)), field_name
+    orchestrator = inspect.signature(AsyncAgentOrchestrator).parameters
+    for name in ("max_retries", "max_concurrent", "timeout_seconds", "max_tokens", "cache_backend", "model"):
+        assert orchestrator[name].default == getattr(defaults, name), name
+    assert RetryPolicy().max_retries == defaults.max_retries

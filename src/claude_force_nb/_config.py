@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_CACHE_BACKEND",
     "DEFAULT_CACHE_MAX_SIZE_MB",
     "DEFAULT_CACHE_TIMEOUT_S",
     "DEFAULT_CACHE_TTL_HOURS",
@@ -48,6 +49,7 @@ DEFAULT_CACHE_TTL_HOURS = 24.0
 DEFAULT_CACHE_MAX_SIZE_MB = 1000.0
 DEFAULT_CACHE_TIMEOUT_S = 1.0
 """How long a call waits for one response-cache lookup or store (a healthy one takes well under 1 ms)."""
+DEFAULT_CACHE_BACKEND = "disk"
 
 _APP = "claude_force_nb"
 

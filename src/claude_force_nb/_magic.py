@@ -13,17 +13,18 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, get_type_hints
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, TraitType, Unicode, observe, validate
+from traitlets.config import Configurable
+from traitlets.traitlets import MetaHasTraits
 
 from ._agents import build_user_turn
 from ._calls import CallSpec
-from ._config import DEFAULT_MODEL
 from ._display import AgentRun, StreamView, TableView, figure_png, format_cost
 from ._estimate import estimate_calls
 from ._events import RunEvent
@@ -46,7 +47,14 @@ from ._parse import (
 from ._records import new_run_id
 from ._request import ChatMessage
 from ._results import AgentResult
-from ._session import NotebookSession, SessionSettings, get_session, validate_settings
+from ._session import (
+    SETTING_OPTIONS,
+    NotebookSession,
+    SessionSettings,
+    SettingOption,
+    get_session,
+    validate_settings,
+)
 from ._style import small_note
 
 __all__ = ["AgentMagics", "AgentRunFailed", "BackgroundRun", "load_ipython_extension"]
@@ -118,107 +126,93 @@ async def _wait(task: asyncio.Task[AgentRun]) -> None:
     await asyncio.wait([task])
 
 
-def _traits_to_settings(magics: AgentMagics) -> dict[str, Any]:
-    return {
-        "model": magics.model,
-        "max_tokens": magics.max_tokens,
-        "max_concurrent": magics.max_concurrent,
-        "timeout_seconds": magics.timeout_seconds,
-        "max_retries": magics.max_retries,
-        "enable_cache": magics.cache,
-        "cache_backend": magics.cache_backend,
-        "cache_dir": magics.cache_dir,
-        "cache_ttl_hours": magics.cache_ttl_hours,
-        "budget_usd": None if magics.budget_usd < 0 else magics.budget_usd,
-        "default_format": magics.default_format,
-        "offline": magics.offline,
-        "config_path": magics.config_path,
-        "runlog_path": magics.runlog_path,
-        "stream": magics.stream,
-    }
+def _option_trait(field_name: str, option: SettingOption) -> TraitType[Any, Any]:
+    """The `%config` trait of one SessionSettings field: its type and default come from the dataclass."""
+    default: Any = SessionSettings.__dataclass_fields__[field_name].default
+    kind = _FIELD_TYPES[field_name]
+    if option.choices:
+        trait: TraitType[Any, Any] = Enum(list(option.choices), default, help=option.help)
+    elif option.none_as is not None:
+        trait = Float(option.to_option(default), help=f"{option.help} ({option.none_as:g}: none)")
+    elif kind is bool:
+        trait = Bool(default, help=option.help)
+    elif kind is int:
+        trait = Int(default, help=option.help)
+    elif kind is float:
+        trait = Float(default, help=option.help)
+    else:
+        trait = Unicode(default, help=option.help)
+    return trait.tag(config=True)
+
+
+_FIELD_TYPES = get_type_hints(SessionSettings)
+_OPTIONS: dict[str, tuple[str, SettingOption]] = {
+    option.name or field_name: (field_name, option) for field_name, option in SETTING_OPTIONS.items()
+}
+"""Option (trait) name -> (SessionSettings field, how it is offered)."""
+
+# The options as traits, generated from SessionSettings so that each setting and its default are defined once
+# (a class built by the traits metaclass, so traitlets registers them as configurable).
+_SettingOptions: Any = MetaHasTraits(
+    "_SettingOptions",
+    (Configurable,),
+    {name: _option_trait(field_name, option) for name, (field_name, option) in _OPTIONS.items()},
+)
 
 
 @magics_class
-class AgentMagics(Magics):
-    """Run Claude agents from notebook cells. `%config AgentMagics` lists the options below."""
+class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
+    """Run Claude agents from notebook cells. `%config AgentMagics` lists the options (the fields of
+    `SessionSettings` listed in `SETTING_OPTIONS`).
 
-    model = Unicode(DEFAULT_MODEL, help="Default model id for calls (an agent's own model wins).").tag(
-        config=True
-    )
-    max_tokens = Int(SessionSettings.max_tokens, help="Default max_tokens for calls.").tag(config=True)
-    max_concurrent = Int(SessionSettings.max_concurrent, help="Calls in flight at once.").tag(config=True)
-    timeout_seconds = Float(SessionSettings.timeout_seconds, help="Per-attempt timeout in seconds.").tag(
-        config=True
-    )
-    max_retries = Int(3, help="Retries after the first attempt, for retryable failures.").tag(config=True)
-    cache = Bool(True, help="Use the response cache.").tag(config=True)
-    cache_backend = Unicode("disk", help="Response cache tier: disk, memory, or redis://host:port/db.").tag(
-        config=True
-    )
-    cache_dir = Unicode("", help="Folder of the disk cache (default: the user's cache dir).").tag(config=True)
-    cache_ttl_hours = Float(24.0, help="How long cached answers stay valid.").tag(config=True)
-    budget_usd = Float(-1.0, help="Session spending cap in dollars (-1: none).").tag(config=True)
-    default_format = Enum(
-        list(FORMATS), "markdown", help="How answers are shown: markdown, text, json, code."
-    ).tag(config=True)
-    offline = Bool(False, help="Use the bundled simulator even when ANTHROPIC_API_KEY is set.").tag(
-        config=True
-    )
-    config_path = Unicode("", help="claude-force config (default: the nearest .claude/claude.json).").tag(
-        config=True
-    )
-    runlog_path = Unicode(
-        "", help="SQLite file keeping the run log across kernel restarts (empty: off)."
-    ).tag(config=True)
-    stream = Bool(True, help="Stream single-call answers into the cell as they arrive.").tag(config=True)
+    The session's settings are the source of truth: setting an option changes that one setting, and a
+    change made elsewhere (the panel's concurrency, say) is copied back into the option, so the next
+    `%config` never reverts it.
+    """
 
     def __init__(self, shell: Any = None, session: NotebookSession | None = None, **kwargs: Any) -> None:
-        # Set before traitlets applies **kwargs, whose change observers push settings into the session.
+        # Set before traitlets applies **kwargs and the config, whose observers push settings to the session.
         self.session = session if session is not None else get_session()
         super().__init__(shell=shell, **kwargs)
-        self.session.update(**_traits_to_settings(self))
-
-    @observe(
-        "model",
-        "max_tokens",
-        "max_concurrent",
-        "timeout_seconds",
-        "max_retries",
-        "cache",
-        "cache_backend",
-        "cache_dir",
-        "cache_ttl_hours",
-        "budget_usd",
-        "default_format",
-        "offline",
-        "config_path",
-        "runlog_path",
-        "stream",
-    )
-    def _settings_changed(self, change: Any) -> None:
+        # Options given to this instance (keywords, %config, ipython_config.py) win, even those equal to the
+        # default (which raised no change event); the others take the session's current values.
+        given = {*kwargs, *self.config.get(type(self).__name__, {})} & _OPTIONS.keys()
         try:
-            self.session.update(**_traits_to_settings(self))
+            self.session.update(**{_OPTIONS[name][0]: self._setting(name) for name in given})
+        except ClaudeForceError as exc:
+            raise UsageError(str(exc)) from None
+        self._follow_session(frozenset(SETTING_OPTIONS))
+        self.session.on_change(self._follow_session)
+
+    def _setting(self, name: str) -> Any:
+        return _OPTIONS[name][1].to_setting(getattr(self, name))
+
+    def _follow_session(self, changed: frozenset[str]) -> None:
+        """Copy changed session settings into their options (setting one back is a no-op for the session)."""
+        settings = self.session.settings
+        for name, (field_name, option) in _OPTIONS.items():
+            if field_name in changed:
+                value = option.to_option(getattr(settings, field_name))
+                if getattr(self, name) != value:
+                    setattr(self, name, value)
+
+    @observe(*_OPTIONS)
+    def _option_changed(self, change: Any) -> None:
+        """`%config AgentMagics.<name> = value` changes that one setting, nothing else."""
+        try:
+            self.session.update(**{_OPTIONS[change["name"]][0]: self._setting(change["name"])})
         except ClaudeForceError as exc:
             raise UsageError(str(exc)) from None
 
-    @validate(
-        "max_tokens", "max_concurrent", "timeout_seconds", "max_retries", "cache_backend", "cache_ttl_hours"
-    )
-    def _check_setting(self, proposal: Any) -> Any:
+    @validate(*_OPTIONS)
+    def _check_option(self, proposal: Any) -> Any:
         """Refuse an unusable value at `%config` time, keeping the old one, with the reason."""
-        name, value = proposal["trait"].name, proposal["value"]
-        candidate = {**_traits_to_settings(self), name: value}
+        field_name, option = _OPTIONS[proposal["trait"].name]
+        value = proposal["value"]
         try:
-            validate_settings(replace(self.session.settings, **candidate))
+            validate_settings(replace(self.session.settings, **{field_name: option.to_setting(value)}))
         except ConfigError as exc:
             raise TraitError(str(exc)) from None
-        return value
-
-    @validate("budget_usd")
-    def _check_budget(self, proposal: Any) -> Any:
-        value = proposal["value"]
-        if value != -1.0 and not (value >= 0 and math.isfinite(value)):
-            raise TraitError(f"budget_usd = {value!r}: use a non-negative amount of dollars, or -1 for none")
         return value
 
     @property

@@ -48,6 +48,7 @@ from ._calls import (
     worst_case_prompt_tokens,
 )
 from ._config import (
+    DEFAULT_CACHE_BACKEND,
     DEFAULT_CACHE_MAX_SIZE_MB,
     DEFAULT_CACHE_TIMEOUT_S,
     DEFAULT_CACHE_TTL_HOURS,
@@ -75,7 +76,7 @@ from ._pricing import LifecycleNotices, RateCard
 from ._records import AttemptSpan, RunLog, RunRecord, RunStatus, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
 from ._results import AgentResult, WorkflowResult
-from ._retry import RetryPolicy, backoff_delay
+from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, backoff_delay
 
 if TYPE_CHECKING:
     from ._batch import BatchJob
@@ -114,11 +115,11 @@ class AsyncAgentOrchestrator:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         timeout_seconds: float = DEFAULT_TIMEOUT_S,
-        max_retries: int = 3,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         retry_policy: RetryPolicy | None = None,
         enable_cache: bool = True,
         cache: ResponseCache | None = None,
-        cache_backend: str = "disk",
+        cache_backend: str = DEFAULT_CACHE_BACKEND,
         cache_dir: str | Path | None = None,
         cache_ttl_hours: float = DEFAULT_CACHE_TTL_HOURS,
         cache_max_size_mb: float = DEFAULT_CACHE_MAX_SIZE_MB,

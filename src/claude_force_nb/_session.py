@@ -1,10 +1,10 @@
 """The notebook session: one orchestrator, one run log, one simulator (when offline), and the chats.
 
 The magic, the panel and the module-level functions (`runs_frame()`, `panel()`, ...) all talk to the same
-`NotebookSession`, so a call made from the panel shows up in `%agent runs` and the other way round. Settings
-come from `AgentMagics` traits when the extension is loaded, or from defaults otherwise; changing one that
-the orchestrator is built from (concurrency, cache, endpoint...) rebuilds it at the next use, keeping the
-run log and the money already spent.
+`NotebookSession`, so a call made from the panel shows up in `%agent runs` and the other way round. The
+session's `SessionSettings` are the one source of truth for settings: `AgentMagics` derives its `%config`
+options from them and follows their changes (`on_change`). Changing one that the orchestrator is built from
+(concurrency, cache, endpoint...) rebuilds it at the next use, keeping the run log and the money spent.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._agents import AgentConfig, load_config
 from ._config import (
+    DEFAULT_CACHE_BACKEND,
     DEFAULT_CACHE_MAX_SIZE_MB,
     DEFAULT_CACHE_TTL_HOURS,
     DEFAULT_MAX_CONCURRENT,
@@ -33,9 +34,11 @@ from ._config import (
 from ._exceptions import ConfigError
 from ._limits import Budget
 from ._orchestrator import AsyncAgentOrchestrator
+from ._parse import FORMATS
 from ._pricing import LifecycleNotices, RateCard
 from ._records import RunLog
 from ._request import ChatMessage
+from ._retry import DEFAULT_MAX_RETRIES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,15 +81,20 @@ _REBUILD_FIELDS = frozenset(
 
 @dataclass(frozen=True, kw_only=True)
 class SessionSettings:
-    """What a notebook session runs with; `AgentMagics` exposes each as a `%config` option."""
+    """What a notebook session runs with: the one definition of each setting and its default.
+
+    `AgentMagics` derives a `%config` option from each field listed in `SETTING_OPTIONS` (its type and
+    default come from here), and the panel changes them through `NotebookSession.update`, so the two never
+    disagree.
+    """
 
     model: str = DEFAULT_MODEL
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
     timeout_seconds: float = DEFAULT_TIMEOUT_S
-    max_retries: int = 3
+    max_retries: int = DEFAULT_MAX_RETRIES
     enable_cache: bool = True
-    cache_backend: str = "disk"
+    cache_backend: str = DEFAULT_CACHE_BACKEND
     cache_dir: str = ""
     cache_ttl_hours: float = DEFAULT_CACHE_TTL_HOURS
     cache_max_size_mb: float = DEFAULT_CACHE_MAX_SIZE_MB
@@ -110,7 +118,51 @@ class SessionSettings:
         return f"SessionSettings({', '.join(f'{k}={v!r}' for k, v in self.shown().items())})"
 
 
-_FORMATS = ("markdown", "text", "json", "code")
+_FORMATS = FORMATS  # one list, shared with the magic's -f option
+
+
+@dataclass(frozen=True)
+class SettingOption:
+    """How a SessionSettings field is offered as a `%config AgentMagics.<name>` option."""
+
+    help: str
+    name: str = ""
+    """The option's name, when it is not the field's."""
+    none_as: float | None = None
+    """For an optional number: the option value that means None (traitlets numbers cannot be None)."""
+    choices: tuple[str, ...] = ()
+
+    def to_setting(self, value: Any) -> Any:
+        """The setting's value for an option value."""
+        return None if self.none_as is not None and value == self.none_as else value
+
+    def to_option(self, value: Any) -> Any:
+        """The option's value for a setting's value."""
+        return self.none_as if value is None and self.none_as is not None else value
+
+
+SETTING_OPTIONS: dict[str, SettingOption] = {
+    "model": SettingOption("Default model id for calls (an agent's own model wins)."),
+    "max_tokens": SettingOption("Default max_tokens for calls."),
+    "max_concurrent": SettingOption("Calls in flight at once."),
+    "timeout_seconds": SettingOption("Per-attempt timeout in seconds."),
+    "max_retries": SettingOption("Retries after the first attempt, for retryable failures."),
+    "enable_cache": SettingOption("Use the response cache.", name="cache"),
+    "cache_backend": SettingOption("Response cache tier: disk, memory, or redis://host:port/db."),
+    "cache_dir": SettingOption("Folder of the disk cache (default: the user's cache dir)."),
+    "cache_ttl_hours": SettingOption("How long cached answers stay valid."),
+    "cache_max_size_mb": SettingOption("Size cap of the response cache, in MB."),
+    "budget_usd": SettingOption("Session spending cap in dollars.", none_as=-1.0),
+    "requests_per_minute": SettingOption("Client-side cap on requests per minute.", none_as=-1.0),
+    "default_format": SettingOption(f"How answers are shown: {', '.join(_FORMATS)}.", choices=_FORMATS),
+    "offline": SettingOption("Use the bundled simulator even when ANTHROPIC_API_KEY is set."),
+    "config_path": SettingOption("claude-force config (default: the nearest .claude/claude.json)."),
+    "runlog_path": SettingOption("SQLite file keeping the run log across kernel restarts (empty: off)."),
+    "prompt_caching": SettingOption("Send long system prompts with Anthropic prompt caching."),
+    "stream": SettingOption("Stream single-call answers into the cell as they arrive."),
+}
+"""The settings offered as `%config` options, with their help. The other fields are set by their own
+commands (`replay` by `%agent cache replay on|off`)."""
 
 
 def validate_settings(settings: SessionSettings) -> None:
@@ -193,6 +245,7 @@ class NotebookSession:
     _announced: bool = False
     _notices: LifecycleNotices | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _listeners: list[Callable[[frozenset[str]], None]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         # Not the dataclass repr: that would show the endpoint's key and the `environ` mapping, and a cell
@@ -237,6 +290,14 @@ class NotebookSession:
             self.set_budget(new.budget_usd)
         if "runlog_path" in changed:
             self.persist_runs(new.runlog_path or None)
+        for listener in list(self._listeners):
+            listener(frozenset(changed))
+
+    def on_change(self, listener: Callable[[frozenset[str]], None]) -> Callable[[], None]:
+        """Call `listener(names)` after settings change, whoever changed them (the magic keeps its `%config`
+        options in step with changes made by the panel this way). Returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def set_budget(self, usd: float | None) -> Budget:
         """Set the session budget's limit (None removes it). Money spent and reservations held by calls in

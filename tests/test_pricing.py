@@ -389,12 +389,12 @@ def test_worst_case_bounds_the_real_cost() -> None:
     """The budget reservation for a call is never below what the call can cost."""
     card = RateCard.default()
     bound = card.worst_case_cost(
-        "claude-sonnet-4-5", prompt_tokens=5000, max_tokens=1000, cache_write_ttl="1h"
+        "claude-sonnet-4-6", prompt_tokens=5000, max_tokens=1000, cache_write_ttl="1h"
     )
     worst_real = Usage(
         cache_creation_input_tokens=5000, cache_creation_1h_input_tokens=5000, output_tokens=1000
     )
-    assert bound >= card.cost("claude-sonnet-4-5", worst_real)
+    assert bound >= card.cost("claude-sonnet-4-6", worst_real)
     assert bound == pytest.approx((5000 * 6 + 1000 * 15) / 1e6)
 
 
@@ -402,7 +402,7 @@ def test_min_cacheable_tokens_per_model() -> None:
     """Prompt-cache minimums come from the card; unknown models get the common 1024."""
     card = RateCard.default()
     assert card.min_cacheable_tokens("claude-haiku-4-5") == 4096
-    assert card.min_cacheable_tokens("claude-sonnet-4-5-20250929") == 1024
+    assert card.min_cacheable_tokens("claude-sonnet-4-6") == 1024
     assert card.min_cacheable_tokens("not-a-model") == 1024
     assert (
         card.with_min_cacheable_tokens("claude-haiku-4-5", 10).min_cacheable_tokens("claude-haiku-4-5") == 10

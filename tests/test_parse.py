@@ -94,6 +94,7 @@ def test_rows_from_inputs() -> None:
         ("", LineCommand("help")),
         ("list", LineCommand("list")),
         ("plot timeline", LineCommand("plot", ("timeline",))),
+        ("plot cost dark", LineCommand("plot", ("cost", "dark"))),
         ("cache", LineCommand("cache", ("info",))),
         ("cache export 'my bundle.json'", LineCommand("cache", ("export", "my bundle.json"))),
         ("cache replay ON", LineCommand("cache", ("replay", "on"))),
@@ -109,7 +110,17 @@ def test_line_commands(line: str, expected: LineCommand) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["frobnicate", "list extra", "plot pie", "budget -1", "budget lots", "chat forget x", "cache drop", "'"],
+    [
+        "frobnicate",
+        "list extra",
+        "plot pie",
+        "plot cost sepia",
+        "budget -1",
+        "budget lots",
+        "chat forget x",
+        "cache drop",
+        "'",
+    ],
 )
 def test_bad_line_commands_show_usage(line: str) -> None:
     """Anything else is refused with the usage text."""

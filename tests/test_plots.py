@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import time
@@ -33,13 +34,14 @@ from claude_force_nb._plots import (
     plot_timeline,
 )
 from claude_force_nb._records import FRAME_COLUMNS
+from claude_force_nb._style import STATUS_COLOURS
 
 from .plots_data import T0, UNPRICED_MODEL, call, frame_of, session
 
 PLOTS: list[Callable[..., Axes]] = [plot_latency, plot_cost, plot_cache, plot_timeline]
-WARNING = to_rgba("#E69F00")
-FAILED = to_rgba("#D55E00")
-SUCCEEDED = to_rgba("#0072B2")
+WARNING = to_rgba(STATUS_COLOURS["retrying"])
+FAILED = to_rgba(STATUS_COLOURS["failed"])
+SUCCEEDED = to_rgba(STATUS_COLOURS["succeeded"])
 
 
 @pytest.fixture(autouse=True)
@@ -230,7 +232,9 @@ def test_latency_boxes_agents_and_separates_cache_hits() -> None:
     assert points["failed"][:, 0].tolist() == [3.0]
     assert sorted(points["cache hit"][:, 0].tolist()) == [0.002, 0.003]
     assert "(s)" in ax.get_xlabel()
-    assert ax.get_title() == "Latency by agent · 4 calls, 2 cache hits"
+    assert ax.get_title() == (
+        "Latency by agent · 4 calls, 2 cache hits\n1 call of 7 not drawn (unfinished or never sent)"
+    )
 
 
 def test_latency_without_finished_calls_says_so() -> None:
@@ -325,8 +329,9 @@ def test_cache_hit_rate_is_cumulative_over_final_calls() -> None:
     )
     ax = render(plot_cache(frame))
     assert hit_rate_line(ax) == pytest.approx([0.0, 0.5, 2 / 3, 0.75])
-    assert "75% (3 of 4)" in texts(ax)
-    assert ax.get_title() == "Response cache hit rate · 3 of 4 calls"
+    assert ax.get_title() == (
+        "Response cache hit rate · 75%: 3 hits in 4 calls\n2 calls not counted (refused or unfinished)"
+    )
     (rug,) = [line for line in ax.lines if line.get_label() == "cache hit"]
     assert list(rug.get_xdata()) == [2.0, 3.0, 4.0]
 
@@ -336,7 +341,7 @@ def test_cache_with_no_hits_draws_a_flat_line() -> None:
     ax = render(plot_cache(frame_of([call("1"), call("2"), call("3", status="failed")])))
     assert hit_rate_line(ax).tolist() == [0.0, 0.0, 0.0]
     assert [line.get_label() for line in ax.lines] == ["cumulative hit rate"]
-    assert "0% (0 of 3)" in texts(ax)
+    assert ax.get_title() == "Response cache hit rate · 0%: 0 hits in 3 calls"
 
 
 def cache_stats() -> CacheStats:
@@ -363,13 +368,17 @@ def cache_stats() -> CacheStats:
     [cache_stats(), {"hits": 14, "misses": 45, "evictions": 3, "expirations": 1, "integrity_failures": 2}],
     ids=["CacheStats", "mapping"],
 )
-def test_cache_stats_are_shown_in_an_inset(stats: Any) -> None:
-    """Given stats (object or mapping), an inset bar chart shows the five counters with their values."""
+def test_cache_stats_are_listed_beside_the_plot(stats: Any) -> None:
+    """Given stats (object or mapping), a key to the right of the axes lists the five counters."""
     ax = render(plot_cache(frame_of(session(30)), stats=stats))
-    (inset,) = ax.child_axes
-    assert ytick_labels(inset) == ["hits", "misses", "evictions", "expirations", "integrity failures"]
-    assert [bar.get_width() for bar in inset.patches] == [14, 45, 3, 1, 2]
-    assert texts(inset) == ["14", "45", "3", "1", "2"]
+    assert legend_labels(ax) == [
+        "hits: 14",
+        "misses: 45",
+        "evictions: 3",
+        "expirations: 1",
+        "integrity failures: 2",
+    ]
+    assert not overlaps(ax)
 
 
 def test_cache_stats_missing_a_counter_is_refused() -> None:
@@ -382,7 +391,7 @@ def test_cache_stats_still_shown_before_any_call() -> None:
     """An empty session with stats shows the message and the counters (a warm disk cache has history)."""
     ax = render(plot_cache(frame_of([]), stats=cache_stats()))
     assert "no runs yet" in texts(ax)
-    assert len(ax.child_axes) == 1
+    assert legend_labels(ax)[0] == "hits: 14"
 
 
 # -- timeline ------------------------------------------------------------------------------------------------
@@ -528,3 +537,129 @@ def test_timeline_labels_rows_up_to_forty_calls() -> None:
 def test_frame_columns_are_the_records_columns() -> None:
     """The synthetic frames used here are real runs frames (guards the test data against drift)."""
     assert tuple(frame_of(session(5)).columns) == FRAME_COLUMNS
+
+
+# -- layout, themes, palette -------------------------------------------------------------------------------
+
+
+def _boxes(ax: Axes) -> list[tuple[str, Any]]:
+    """The window extents of every element that must not overlap another: titles, axis labels, tick labels,
+    free texts, the legend, and the data area of each child axes."""
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    found: list[tuple[str, Any]] = []
+    for axes in (ax, *ax.child_axes):
+        items = [axes.title, axes.xaxis.label, axes.yaxis.label, *axes.texts]
+        items += [t for t in axes.get_xticklabels() if _within(t.get_position()[0], axes.get_xlim())]
+        items += [t for t in axes.get_yticklabels() if _within(t.get_position()[1], axes.get_ylim())]
+        found += [(f"text {t.get_text()!r}", t.get_window_extent(renderer)) for t in items if t.get_text()]
+    legend = ax.get_legend()
+    if legend is not None:
+        found.append(("legend", legend.get_window_extent(renderer)))
+    return found
+
+
+def _within(value: float, limits: tuple[float, float]) -> bool:
+    """A tick at `value` is drawn only inside the view limits (matplotlib keeps labels for ticks outside)."""
+    return min(limits) - 1e-9 <= value <= max(limits) + 1e-9
+
+
+def overlaps(ax: Axes) -> list[str]:
+    """Pairs of elements whose boxes intersect (by more than a pixel), and any legend over the data area."""
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = _boxes(ax)
+    clashes = [
+        f"{a} / {b}"
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if box_a.x0 + 1 < box_b.x1
+        and box_b.x0 + 1 < box_a.x1
+        and box_a.y0 + 1 < box_b.y1
+        and box_b.y0 + 1 < box_a.y1
+    ]
+    data = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    if legend is not None and legend.get_window_extent(renderer).overlaps(data):
+        clashes.append("legend over the data")
+    figure = ax.figure.bbox
+    clashes += [f"{name} outside the figure" for name, box in boxes if box.x1 > figure.x1 + 1 or box.x0 < -1]
+    return clashes
+
+
+@pytest.mark.parametrize("calls", [3, 6, 60, 1000])
+@pytest.mark.parametrize("plot", PLOTS, ids=lambda f: f.__name__)
+def test_nothing_overlaps_from_3_to_1000_calls(plot: Callable[..., Axes], calls: int) -> None:
+    """Titles, labels, tick labels, legends and strips never cover each other or the data, at any size."""
+    records = session(calls, seed=calls)
+    frame = frame_of(records)
+    if plot is plot_timeline:
+        ax = render(plot(frame, attempts=attempts_frame(records)))
+    elif plot is plot_cache:
+        ax = render(
+            plot(
+                frame,
+                stats={n: 7 for n in ("hits", "misses", "evictions", "expirations", "integrity_failures")},
+            )
+        )
+    else:
+        ax = render(plot(frame))
+    assert overlaps(ax) == []
+
+
+@pytest.mark.parametrize("calls", [6, 1000])
+def test_title_counts_every_call_of_the_run(calls: int) -> None:
+    """Each title accounts for all the run's calls: those drawn are counted, the others said left out."""
+    records = session(calls, seed=calls)
+    frame = frame_of(records)
+    latency = render(plot_latency(frame)).get_title()
+    counted = re.findall(r"([\d,]+) (?:calls?|cache hits?)(?! of)", latency.split("\n")[0])
+    left_out = re.findall(r"([\d,]+) calls? of ([\d,]+) not drawn", latency)
+    assert (
+        sum(int(n.replace(",", "")) for n in counted) + sum(int(n.replace(",", "")) for n, _ in left_out)
+        == calls
+    ), latency
+    cache = render(plot_cache(frame)).get_title()
+    (in_calls,) = re.findall(r"in ([\d,]+) calls?", cache)
+    not_counted = re.findall(r"([\d,]+) calls? not counted", cache)
+    assert int(in_calls.replace(",", "")) + sum(int(n) for n in not_counted) == calls, cache
+    assert f"{calls:,} calls" in render(plot_cost(frame)).get_title()
+    assert f"{calls:,} calls" in render(plot_timeline(frame)).get_title()
+
+
+@pytest.mark.parametrize("theme", ["auto", "light", "dark"])
+@pytest.mark.parametrize("plot", PLOTS, ids=lambda f: f.__name__)
+def test_theme_sets_background_and_readable_text(plot: Callable[..., Axes], theme: str) -> None:
+    """ "auto" is transparent; light and dark paint their background; no text is left in default black on
+    the dark background."""
+    from matplotlib.colors import same_color
+    from matplotlib.text import Text
+
+    ax = render(plot(frame_of(session(20)), theme=theme))
+    alpha = ax.figure.patch.get_alpha()
+    if theme == "auto":
+        assert alpha == 0.0
+    else:
+        assert alpha == 1.0
+        expected = "#ffffff" if theme == "light" else "#1e1e1e"
+        assert same_color(ax.figure.patch.get_facecolor(), expected)
+    if theme == "dark":
+        dark_text = [
+            t.get_text()
+            for t in ax.figure.findobj(Text)
+            if t.get_text() and t.get_visible() and same_color(t.get_color(), "black")
+        ]
+        assert dark_text == []
+
+
+def test_unknown_theme_is_refused() -> None:
+    """A misspelt theme is a ValueError naming the choices."""
+    with pytest.raises(ValueError, match="auto, light, dark"):
+        plot_latency(frame_of(session(5)), theme="sepia")  # type: ignore[arg-type]
+
+
+def test_the_live_table_and_the_charts_share_the_status_colours() -> None:
+    """The timeline draws a succeeded call in the same colour as the live table's badge for it."""
+    from claude_force_nb._style import status_badge
+
+    ax = render(plot_timeline(frame_of([call("a", start=0, latency=1)])))
+    assert [tuple(c) for c in bars_of(ax).get_facecolors()] == [SUCCEEDED]
+    assert STATUS_COLOURS["succeeded"] in status_badge("succeeded")

@@ -569,7 +569,7 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
         )
         return None
 
-    def _cmd_plot(self, which: str) -> None:
+    def _cmd_plot(self, which: str, theme: str = "auto") -> None:
         from IPython.display import Image
         from matplotlib.figure import Figure
 
@@ -580,15 +580,18 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
         figure = Figure(figsize=(9, 5), layout="constrained")
         ax = figure.subplots()
         frame = self.session.runs_frame()
+        style: Any = {"ax": ax, "theme": theme}
         if which == "latency":
-            _plots.plot_latency(frame, ax=ax)
+            _plots.plot_latency(frame, **style)
         elif which == "cost":
-            _plots.plot_cost(frame, ax=ax)
+            _plots.plot_cost(frame, **style)
         elif which == "cache":
             cache = self.session.orchestrator().cache
-            _plots.plot_cache(frame, stats=cache.stats() if cache is not None else None, ax=ax)
+            _plots.plot_cache(frame, stats=cache.stats() if cache is not None else None, **style)
         else:
-            _plots.plot_timeline(frame, attempts=_plots.attempts_frame(self.session.run_log), ax=ax)
+            _plots.plot_timeline(frame, attempts=_plots.attempts_frame(self.session.run_log), **style)
+        if theme == "auto":  # the bare Figure is ours: transparent, so the notebook's theme shows through
+            figure.patch.set_alpha(0.0)
         display(Image(data=figure_png(figure), format="png"))
 
     def _cmd_panel(self) -> Any:

@@ -150,6 +150,7 @@ def rows_from_inputs(value: object, *, name: str) -> list[dict[str, Any]]:
 # -- the %agent line magic -----------------------------------------------------------------------------
 
 _PLOTS = ("latency", "cost", "cache", "timeline")
+_THEMES = ("auto", "light", "dark")
 LINE_USAGE = """\
 %agent list                      agents and workflows
 %agent runs                      the session's run log as a DataFrame
@@ -159,7 +160,7 @@ LINE_USAGE = """\
 %agent cache export PATH         write a replay bundle
 %agent cache import PATH         load a replay bundle
 %agent cache replay on|off       serve only from the cache (no API calls)
-%agent plot latency|cost|cache|timeline
+%agent plot latency|cost|cache|timeline [light|dark]   (default: transparent, fits either theme)
 %agent panel                     the interactive panel
 %agent config                    the current settings
 %agent budget [USD|off]          show or set the session budget
@@ -197,8 +198,10 @@ def parse_line(line: str) -> LineCommand:
             raise _usage_error(f"%agent {head} takes no arguments")
         return LineCommand(head)
     if head == "plot":
-        if len(rest) != 1 or rest[0] not in _PLOTS:
+        if not 1 <= len(rest) <= 2 or rest[0] not in _PLOTS:
             raise _usage_error(f"%agent plot needs one of: {', '.join(_PLOTS)}")
+        if len(rest) == 2 and rest[1] not in _THEMES:
+            raise _usage_error(f"%agent plot {rest[0]} {rest[1]}: the theme is one of {', '.join(_THEMES)}")
         return LineCommand("plot", rest)
     if head == "budget":
         if len(rest) > 1:

@@ -10,7 +10,13 @@ Conventions shared by the charts:
 
 - An empty frame draws "no runs yet" instead of raising, so a chart cell can run before any call has.
 - A NaN cost means the model has no rate on the rate card: it is labelled "unpriced", never drawn as $0.
-- A status has the same colour in every chart (the Okabe-Ito palette, readable with colour-vision deficiency).
+- A status has the same colour in every chart and in the live table: `STATUS_COLOURS` from `_style` (the
+  Okabe-Ito palette, readable with colour-vision deficiency).
+- Nothing overlaps, from 3 calls to thousands: legends sit outside the data, to the right; the timeline's
+  "in flight" strip and the cache counters have axes of their own; titles count what is drawn and say what
+  is left out.
+- `theme="auto"` (the default) draws on a transparent figure with mid-grey text, readable on JupyterLab's
+  light and dark themes alike; `theme="light"` / `"dark"` paint an opaque background with full-contrast text.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ._style import STATUS_COLOURS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,23 +37,25 @@ __all__ = ["ATTEMPT_COLUMNS", "attempts_frame", "plot_cache", "plot_cost", "plot
 
 ATTEMPT_COLUMNS = ("run_id", "agent", "attempt", "start", "end", "outcome", "cached", "status")
 
-_STATUS_COLOURS = {
-    "succeeded": "#0072B2",
-    "cached": "#009E73",
-    "failed": "#D55E00",
-    "cancelled": "#999999",
-    "refused": "#CC79A7",
-    "retrying": "#E69F00",
-    "running": "#56B4E9",
-    "queued": "#CCCCCC",
-}
+Theme = Literal["auto", "light", "dark"]
+THEMES: tuple[Theme, ...] = ("auto", "light", "dark")
+
+_STATUS_COLOURS = STATUS_COLOURS
 _ATTEMPT_FAILED = "attempt failed"  # a failed attempt that was retried: the warning colour
-_COLOURS = {**_STATUS_COLOURS, _ATTEMPT_FAILED: "#E69F00"}
+_COLOURS = {**_STATUS_COLOURS, _ATTEMPT_FAILED: STATUS_COLOURS["retrying"]}
 _SAVED_COLOUR = _STATUS_COLOURS["cached"]
-_MUTED = "0.4"
+_MUTED = "0.4"  # drawn first, then mapped to the theme's muted colour by _apply_theme
+_INK = "black"  # likewise, the theme's text colour
+# (background or None for transparent, text, muted text, grid lines)
+_THEMES: dict[str, tuple[str | None, str, str, str]] = {
+    "auto": (None, "#7a7a7a", "#8c8c8c", "#8c8c8c40"),
+    "light": ("#ffffff", "#1f2328", "#57606a", "#d0d7de"),
+    "dark": ("#1e1e1e", "#e6edf3", "#9da7b3", "#3d444d"),
+}
 _FINAL = ("succeeded", "cached", "failed", "cancelled", "refused")
 _NO_RUNS = "no runs yet"
 _STAT_NAMES = ("hits", "misses", "evictions", "expirations", "integrity_failures")
+_STRIP = 0.16  # the timeline's concurrency strip: this fraction of the axes height, at the bottom
 _MAX_ROW_LABELS = 40  # past this many calls a timeline's per-row tick labels only make a black smear
 
 
@@ -122,6 +132,44 @@ def _target(ax: Axes | None, size: tuple[float, float]) -> Axes:
     return new
 
 
+def _check_theme(theme: str) -> None:
+    if theme not in _THEMES:
+        raise ValueError(f"theme={theme!r}: use one of {', '.join(THEMES)}")
+
+
+def _apply_theme(ax: Axes, theme: str, *, own_figure: bool) -> Axes:
+    """Recolour what was drawn in the neutral colours (_INK, _MUTED, grid) for `theme`.
+
+    The figure's background is only changed when this module made the figure, or when a theme other than
+    "auto" was asked for: a caller's own figure keeps its look otherwise.
+    """
+    from matplotlib.colors import same_color
+    from matplotlib.text import Text
+
+    background, ink, muted, grid = _THEMES[theme]
+    if own_figure or background is not None:
+        patch = ax.figure.patch
+        patch.set_facecolor(background or "none")
+        patch.set_alpha(0.0 if background is None else 1.0)
+    for axes in (ax, *ax.child_axes):
+        axes.patch.set_facecolor(background or "none")
+        axes.patch.set_alpha(0.0 if background is None else 1.0)
+        axes.tick_params(axis="both", which="both", colors=muted, labelcolor=ink, grid_color=grid)
+        for spine in axes.spines.values():
+            spine.set_edgecolor(muted)
+        legend = axes.get_legend()
+        if legend is not None:
+            legend.get_frame().set_facecolor(background or "none")
+            legend.get_frame().set_edgecolor(grid)
+    for text in ax.findobj(Text):
+        colour = text.get_color()
+        if same_color(colour, _INK):
+            text.set_color(ink)
+        elif same_color(colour, _MUTED):
+            text.set_color(muted)
+    return ax
+
+
 def _message(ax: Axes, title: str, text: str) -> Axes:
     ax.set_title(title)
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color=_MUTED)
@@ -132,7 +180,7 @@ def _message(ax: Axes, title: str, text: str) -> Axes:
 
 def _tidy(ax: Axes, *, grid: Literal["x", "y"]) -> None:
     ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis=grid, color="0.85", linewidth=0.8)
+    ax.grid(axis=grid, linewidth=0.8)
     ax.set_axisbelow(True)
 
 
@@ -196,22 +244,25 @@ def _horizontal() -> dict[str, Any]:
     return {"orientation": "horizontal"} if version >= (3, 10) else {"vert": False}
 
 
-def plot_latency(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
+def plot_latency(frame: pd.DataFrame, *, ax: Axes | None = None, theme: Theme = "auto") -> Axes:
     """Latency of finished calls per agent: a box of the real calls, with every call as a dot on top.
 
-    Cache hits are hollow green diamonds near zero; calls that never reached the API (refused by the budget,
+    Cache hits are hollow diamonds near zero; calls that never reached the API (refused by the budget,
     failed before a first attempt) took no time worth plotting and are left out.
     """
     import numpy as np
 
     _require(frame, ("agent", "status", "cached", "attempts", "latency_s"))
+    _check_theme(theme)
+    own = ax is None
     title = "Latency by agent"
     finished = frame[frame["status"].isin(_FINAL) & frame["latency_s"].notna()]
     shown = finished[finished["cached"].astype(bool) | (finished["attempts"] > 0)]
     agents = sorted(str(agent) for agent in shown["agent"].unique())
     ax = _target(ax, (7.5, max(2.8, 0.6 * len(agents) + 1.6)))
     if shown.empty:
-        return _message(ax, title, _NO_RUNS if frame.empty else "no finished calls yet")
+        _message(ax, title, _NO_RUNS if frame.empty else "no finished calls yet")
+        return _apply_theme(ax, theme, own_figure=own)
 
     row = {agent: index for index, agent in enumerate(agents)}
     y = shown["agent"].astype(str).map(row).to_numpy(dtype=float)
@@ -230,10 +281,10 @@ def plot_latency(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
             showfliers=False,  # every call is drawn as a dot already
             patch_artist=True,
             manage_ticks=False,
-            boxprops={"facecolor": "#DCE9F5", "edgecolor": "#5A8DB8"},
-            medianprops={"color": _STATUS_COLOURS["succeeded"], "linewidth": 2},
-            whiskerprops={"color": "#5A8DB8"},
-            capprops={"color": "#5A8DB8"},
+            boxprops={"facecolor": (0.5, 0.5, 0.5, 0.15), "edgecolor": "0.5"},
+            medianprops={"color": "0.5", "linewidth": 2},
+            whiskerprops={"color": "0.5"},
+            capprops={"color": "0.5"},
             zorder=2,
             **_horizontal(),
         )
@@ -269,10 +320,14 @@ def plot_latency(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     ax.set_xlim(-0.012 * float(np.nanmax(latency)), None)  # cache hits at ~0 s stay clear of the spine
     ax.set_xlabel("latency (s)")
     hits = int(cached.sum())
-    ax.set_title(f"{title} · {_plural(len(shown) - hits, 'call')}, {_plural(hits, 'cache hit')}")
+    heading = f"{title} · {_plural(len(shown) - hits, 'call')}, {_plural(hits, 'cache hit')}"
+    left_out = len(frame) - len(shown)
+    if left_out:  # say what is not drawn, so the count matches the run's
+        heading += f"\n{_plural(left_out, 'call')} of {len(frame):,} not drawn (unfinished or never sent)"
+    ax.set_title(heading, fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _tidy(ax, grid="x")
-    return ax
+    return _apply_theme(ax, theme, own_figure=own)
 
 
 # -- cost ----------------------------------------------------------------------------------------------------
@@ -286,7 +341,7 @@ def _amount_label(total: float, priced: int, unpriced: int) -> str:
     return _format_usd(total) + (f" + {unpriced:,} unpriced" if unpriced else "")
 
 
-def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
+def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None, theme: Theme = "auto") -> Axes:
     """Spend per "agent · model" (horizontal bars, largest on top) with what cache hits saved beside it.
 
     Calls on a model with no rate (NaN cost) are counted as "unpriced" in the bar labels, the title and the
@@ -294,14 +349,17 @@ def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     """
     import numpy as np
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     _require(frame, ("run_id", "agent", "model", "cached", "cost_usd", "cost_saved_usd"))
+    _check_theme(theme)
+    own = ax is None
     title = "Cost by agent · model"
     keys = frame[["agent", "model"]].drop_duplicates()
     ax = _target(ax, (8.0, max(2.8, 0.7 * len(keys) + 1.8)))
     if frame.empty:
-        return _message(ax, title, _NO_RUNS)
+        _message(ax, title, _NO_RUNS)
+        return _apply_theme(ax, theme, own_figure=own)
 
     cached = frame["cached"].astype(bool)
     data = frame.assign(
@@ -331,13 +389,14 @@ def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
         for r in table.itertuples()
     ]
     ax.bar_label(spend, labels=spend_labels, padding=3, fontsize=8, parse_math=False)
-    ax.bar_label(saved, labels=saved_labels, padding=3, fontsize=8, color="#006B4F", parse_math=False)
+    ax.bar_label(saved, labels=saved_labels, padding=3, fontsize=8, color=_MUTED, parse_math=False)
 
     ax.set_yticks(y, labels=[f"{agent} · {model}" for agent, model in table.index])
     ax.set_ylim(len(table) - 0.5, -0.5)
     widest = float(np.nanmax([table["spent"].max(), table["saved"].max(), 0.0]))
     if widest > 0:
         ax.set_xlim(0, widest * 1.45)  # room for the labels at the bar ends
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # "$0.0012"-wide labels: few ticks, no overlap
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: _format_usd(value)))
         ax.set_xlabel("USD")
     else:
@@ -346,9 +405,9 @@ def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
         ax.set_xlabel("USD (nothing priced)")
 
     unpriced = int(table["unpriced"].sum() + table["hits_unpriced"].sum())
-    summary = (
-        f"spent {_format_usd(float(table['spent'].sum()))} · saved {_format_usd(float(table['saved'].sum()))}"
-    )
+    spent_total = _format_usd(float(table["spent"].sum()))
+    saved_total = _format_usd(float(table["saved"].sum()))
+    summary = f"{_plural(len(frame), 'call')} · spent {spent_total} · saved {saved_total}"
     if unpriced:
         summary += f" · {unpriced:,} unpriced"
     ax.set_title(f"{title}\n{summary}", fontsize=11, parse_math=False)  # two "$" would start mathtext
@@ -358,7 +417,7 @@ def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
         handles.append(Line2D([], [], linestyle="none", label=note))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _tidy(ax, grid="x")
-    return ax
+    return _apply_theme(ax, theme, own_figure=own)
 
 
 # -- cache ---------------------------------------------------------------------------------------------------
@@ -372,43 +431,26 @@ def _stat_counts(stats: _CacheStatsLike | Mapping[str, int]) -> list[int]:
     return [int(value) for value in values]  # type: ignore[arg-type]
 
 
-def _inset_bounds(
-    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-) -> tuple[float, float, float, float]:
-    """Where the stats inset hides the least of the line: the upper or the lower right of the axes."""
-    import numpy as np
+def _draw_stats(ax: Axes, counts: list[int]) -> None:
+    """The counters as a key of their own to the right of the plot, never over the line: a legend, so
+    constrained layout and `bbox_inches="tight"` make room for it whatever the figure's size."""
+    from matplotlib.patches import Patch
 
-    if len(x) > 1:
-        xs = np.linspace(0.0, 1.0, 200)
-        ys = np.interp(xs * (x[-1] - x[0]) + x[0], x, y)
-    else:
-        xs, ys = np.array([0.5]), y
-    ys = (ys + 0.06) / 1.14  # data y (ylim -0.06..1.08) to axes fraction
-    candidates = [(0.66, 0.1, 0.3, 0.36), (0.66, 0.52, 0.3, 0.36)]
-
-    def covered(bounds: tuple[float, float, float, float]) -> int:
-        # the region includes the inset's tick labels, about 0.17 of the axes width to its left
-        left, bottom, _width, height = bounds
-        inside = (xs >= left - 0.17) & (ys >= bottom - 0.04) & (ys <= bottom + height + 0.1)
-        return int(inside.sum())
-
-    return min(candidates, key=covered)
-
-
-def _draw_stats(ax: Axes, counts: list[int], bounds: tuple[float, float, float, float]) -> None:
-    inset = ax.inset_axes(bounds)
-    names = [name.replace("_", " ") for name in _STAT_NAMES]
-    colours = [_SAVED_COLOUR, "#5A8DB8", "#999999", "#999999", _STATUS_COLOURS["failed"]]
-    bars = inset.barh(range(len(counts)), counts, color=colours, height=0.7)
-    inset.bar_label(bars, labels=[f"{count:,}" for count in counts], padding=2, fontsize=7)
-    inset.set_yticks(range(len(counts)), labels=names, fontsize=7)
-    inset.set_ylim(len(counts) - 0.5, -0.5)
-    inset.set_xlim(0, max(max(counts), 1) * 1.35)
-    inset.set_xticks([])
-    inset.set_title("cache counters", fontsize=8)
-    inset.tick_params(axis="y", length=0)
-    inset.spines[["top", "right", "bottom"]].set_visible(False)
-    inset.patch.set_alpha(0.85)
+    colours = [_SAVED_COLOUR, "0.6", "0.6", "0.6", _STATUS_COLOURS["failed"]]
+    handles = [
+        Patch(color=colour, label=f"{name.replace('_', ' ')}: {count:,}")
+        for name, count, colour in zip(_STAT_NAMES, counts, colours, strict=True)
+    ]
+    ax.legend(
+        handles=handles,
+        title="cache counters",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        title_fontsize=8,
+        frameon=False,
+        alignment="left",
+    )
 
 
 def plot_cache(
@@ -416,26 +458,29 @@ def plot_cache(
     *,
     stats: _CacheStatsLike | Mapping[str, int] | None = None,
     ax: Axes | None = None,
+    theme: Theme = "auto",
 ) -> Axes:
     """The response cache's cumulative hit rate over the calls of the session, in the order they were queued.
 
     Only calls that reached a final status other than "refused" count (a refused call never asked the cache).
-    Green ticks along the bottom mark the hits. With `stats` (a `CacheStats`, or a mapping with hits, misses,
-    evictions, expirations and integrity_failures), an inset bar chart shows those counters too.
+    Ticks along the bottom mark the hits. With `stats` (a `CacheStats`, or a mapping with hits, misses,
+    evictions, expirations and integrity_failures), those counters are listed in a key to the right.
     """
     import numpy as np
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     _require(frame, ("status", "cached"))
+    _check_theme(theme)
+    own = ax is None
     counts = None if stats is None else _stat_counts(stats)
     title = "Response cache hit rate"
-    ax = _target(ax, (7.5, 3.8))
+    ax = _target(ax, (7.5 if counts is None else 9.0, 3.8))
     counted = frame[frame["status"].isin([s for s in _FINAL if s != "refused"])]
     if counted.empty:
         _message(ax, title, _NO_RUNS if frame.empty else "no finished calls yet")
         if counts is not None:
-            _draw_stats(ax, counts, (0.66, 0.1, 0.3, 0.36))
-        return ax
+            _draw_stats(ax, counts)
+        return _apply_theme(ax, theme, own_figure=own)
 
     hit = counted["cached"].to_numpy(dtype=bool)
     number = np.arange(1, len(hit) + 1, dtype=float)
@@ -460,27 +505,22 @@ def plot_cache(
             alpha=0.7,
             label="cache hit",
         )
-    final = f"{rate[-1]:.0%} ({int(hit.sum()):,} of {len(hit):,})"
-    ax.annotate(
-        final,
-        (number[-1], rate[-1]),
-        xytext=(-4, 7),
-        textcoords="offset points",
-        ha="right",
-        fontsize=9,
-        color="#006B4F",
-    )
     ax.set_ylim(-0.06, 1.08)
     ax.set_xlim(0.5, len(hit) + 0.5)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("call # (in the order queued)")
     ax.set_ylabel("hit rate so far")
-    ax.set_title(f"{title} · {int(hit.sum()):,} of {_plural(len(hit), 'call')}")
+    # the final rate goes in the title, not next to the line's end, where it would cross a jagged line
+    heading = f"{title} · {rate[-1]:.0%}: {_plural(int(hit.sum()), 'hit')} in {_plural(len(hit), 'call')}"
+    left_out = len(frame) - len(counted)
+    if left_out:
+        heading += f"\n{_plural(left_out, 'call')} not counted (refused or unfinished)"
+    ax.set_title(heading, fontsize=11)
     if counts is not None:
-        _draw_stats(ax, counts, _inset_bounds(number, rate))
+        _draw_stats(ax, counts)
     _tidy(ax, grid="y")
-    return ax
+    return _apply_theme(ax, theme, own_figure=own)
 
 
 # -- timeline ------------------------------------------------------------------------------------------------
@@ -531,14 +571,19 @@ def _attempt_segments(
 
 
 def plot_timeline(
-    frame: pd.DataFrame, *, attempts: pd.DataFrame | None = None, ax: Axes | None = None
+    frame: pd.DataFrame,
+    *,
+    attempts: pd.DataFrame | None = None,
+    ax: Axes | None = None,
+    theme: Theme = "auto",
 ) -> Axes:
     """A Gantt chart of calls over wall time: one row per call, ordered by start, coloured by status.
 
-    Cache hits are green diamonds and calls that never reached the API are crosses. With `attempts`
-    (`attempts_frame(log)`), each attempt is its own segment: retried failures in orange, the backoff between
-    attempts a dotted line. A grey area (right axis) shows how many attempts were in flight; the title gives
-    the peak. Everything is drawn as a handful of collections, so thousands of calls stay fast.
+    Cache hits are diamonds and calls that never reached the API are crosses. With `attempts`
+    (`attempts_frame(log)`), each attempt is its own segment: retried failures in orange, the backoff
+    between attempts a dotted line. A strip of its own under the rows (`ax.child_axes[0]`) shows how many
+    attempts were in flight; the title gives the peak. Everything is drawn as a handful of collections, so
+    thousands of calls stay fast.
     """
     import numpy as np
     import pandas as pd
@@ -547,12 +592,15 @@ def plot_timeline(
     from matplotlib.patches import Patch
 
     _require(frame, ("run_id", "agent", "status", "cached", "attempts", "started_at", "finished_at"))
+    _check_theme(theme)
+    own = ax is None
     title = "Timeline"
     calls = frame[_utc(frame["started_at"]).notna().to_numpy()]
     total = len(calls)
     ax = _target(ax, (9.5, min(7.5, max(2.8, 0.26 * total + 1.6))))
     if not total:
-        return _message(ax, title, _NO_RUNS if frame.empty else "no call has started yet")
+        _message(ax, title, _NO_RUNS if frame.empty else "no call has started yet")
+        return _apply_theme(ax, theme, own_figure=own)
 
     started_at = _utc(calls["started_at"])
     origin = started_at.min()
@@ -631,7 +679,8 @@ def plot_timeline(
 
     span = max(now, 1e-3)
     ax.set_xlim(-0.01 * span, span * 1.02)
-    ax.set_ylim(total - 0.5, -0.5)
+    # the bottom _STRIP of the axes is left free of rows, for the concurrency strip
+    ax.set_ylim(-0.5 + total / (1 - _STRIP), -0.5)
     ax.set_xlabel("seconds since the first call started")
     if total <= _MAX_ROW_LABELS:
         order = np.argsort(row)
@@ -645,30 +694,28 @@ def plot_timeline(
         ax.set_yticks([])
         ax.set_ylabel(f"{total:,} calls, in order of start")
 
-    # concurrency: attempts in flight (or whole calls, without an attempts frame), drawn on a twin axis under
-    # the bars and squeezed into the lower third so it reads as a backdrop rather than competing with them
+    # concurrency: attempts in flight (or whole calls, without an attempts frame), in a strip of its own
+    # under the rows (inside the axes, so it needs no room of its own and never covers a bar or a label)
     times, counts, peak = _peak_concurrency(x0, x1)
     if peak:
-        twin = ax.twinx()
-        twin.fill_between(
-            np.append(times, span * 1.02),
-            np.append(counts, 0),
-            step="post",
-            color="0.55",
-            alpha=0.14,
-            linewidth=0,
+        strip = ax.inset_axes((0.0, 0.0, 1.0, _STRIP * 0.8), sharex=ax)
+        strip.fill_between(
+            np.append(times, span * 1.02), np.append(counts, 0), step="post", color="0.55", alpha=0.35, lw=0
         )
-        if not dense:  # thousands of steps make the outline a scribble; the fill alone reads better
-            twin.step(times, counts, where="post", color="0.55", linewidth=0.6)
-        twin.set_ylim(0, peak * 3.2)
-        twin.set_yticks(sorted({0, peak // 2, peak}))
-        twin.set_ylabel("in flight", color=_MUTED, fontsize=8, loc="bottom")
-        twin.tick_params(axis="y", colors=_MUTED, labelsize=8)
-        twin.spines[["top", "left"]].set_visible(False)
-        twin.patch.set_visible(True)  # the twin paints the background, so the bars draw above its area
-        twin.patch.set_facecolor(ax.patch.get_facecolor())
-        ax.patch.set_visible(False)
-        ax.set_zorder(twin.get_zorder() + 1)
+        strip.set_ylim(0, peak * 1.25)
+        strip.set_yticks([])
+        strip.tick_params(axis="x", bottom=False, labelbottom=False)
+        strip.spines[["top", "right", "left"]].set_visible(False)
+        strip.text(
+            0.005,
+            0.98,
+            f"in flight (peak {peak})",
+            transform=strip.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7,
+            color=_MUTED,
+        )
     ax.set_title(f"Timeline of {_plural(total, 'call')} · peak concurrency {peak}")
 
     present = set(keys)
@@ -682,7 +729,6 @@ def plot_timeline(
         handles.append(Line2D([], [], linestyle="none", marker="x", color=colour, label=label))
     if len(gaps):
         handles.append(Line2D([], [], color="0.35", linestyle=":", label="backoff"))
-    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _tidy(ax, grid="x")
-    ax.spines["right"].set_visible(False)
-    return ax
+    return _apply_theme(ax, theme, own_figure=own)

@@ -302,3 +302,44 @@ async def test_status_and_frame(sim: Simulator) -> None:
     assert list(frame["success"]) == [True, True, True, False]
     assert frame["batch_id"].iloc[0] == job.id
     assert not math.isnan(frame["cost_usd"].iloc[0])
+
+
+async def test_batch_rows_record_the_discount_as_saving_and_plot_apart(sim: Simulator) -> None:
+    """A batch row saves the interactive price minus the batch price; the cost chart shows batch rows as
+    their own "model (batch)" bars, with the discount among the savings."""
+    from matplotlib.figure import Figure
+
+    from claude_force_nb import plot_cost
+
+    define_agent("a", "Answer briefly.")
+    async with make_orchestrator(sim) as orch:
+        await orch.execute_multiple(calls(2, prefix="online"))
+        results = await orch.execute_batch(calls(3), poll_interval=POLL)
+        frame = orch.runs.to_frame()
+    for r in results:
+        assert r.cost_saved_usd == pytest.approx(RateCard.default().cost(r.model, _usage(r)) - r.cost_usd)
+        assert r.cost_saved_usd == pytest.approx(r.cost_usd)  # a 50% discount saves as much as it costs
+    ax = plot_cost(frame, ax=Figure().subplots())
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels.count(f"a · {results[0].model} (batch)") == 1 and f"a · {results[0].model}" in labels
+    assert "saved by cache hits and the batch discount" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+async def test_interrupting_wait_leaves_the_batch_running_and_says_how_to_collect_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Cancelling wait() (a kernel interrupt) sends no cancel: the batch keeps running on the server, its
+    reservations stay held, and the log says how to collect it later."""
+    define_agent("a", "Answer briefly.")
+    with serve(batch_items_per_s=0.0) as stuck:
+        async with make_orchestrator(stuck, budget_usd=5.0) as orch:
+            job = await orch.submit_batch(calls(2))
+            waiting = asyncio.ensure_future(job.wait(poll_interval=POLL))
+            await asyncio.sleep(0.2)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert f"resume_batch({job.id!r})" in caplog.text
+            assert (await job.status()).processing_status == "in_progress"
+            assert orch.budget.reserved_usd > 0
+        assert not [r for r in stuck.requests if r["path"].endswith("/cancel")]

@@ -437,12 +437,13 @@ class BatchJob:
         if kind == "succeeded":
             orch = self._orch
             completion = _completion(result.message)
-            cost = orch.rate_card.cost(
-                item.request.model, completion.usage, batch=True, at=item.record.queued_at
-            )
+            card, at = orch.rate_card, item.record.queued_at
+            cost = card.cost(item.request.model, completion.usage, batch=True, at=at)
             _settle(item.held, cost)
             record = item.record
             orch._apply_completion(record, completion, cost=cost)
+            # What the batch discount saved against the interactive price (as a cache hit records its saving).
+            record.cost_saved_usd = card.cost(item.request.model, completion.usage, at=at) - cost
             orch._finish(record, "succeeded")
             cache = _cache_for(orch, item.call)
             if cache is not None and not cache.replay:

@@ -355,6 +355,12 @@ def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None, theme: Theme = "au
     _check_theme(theme)
     own = ax is None
     title = "Cost by agent · model"
+    # Batch rows get their own bars ("model (batch)"); their saving is the batch discount off the
+    # interactive price, which `_batch.py` records in cost_saved_usd as a cache hit records what it saved.
+    has_batch = "mode" in frame.columns and bool(frame["mode"].eq("batch").any())
+    if has_batch:
+        batch = frame["mode"].eq("batch")
+        frame = frame.assign(model=frame["model"].where(~batch, frame["model"] + " (batch)"))
     keys = frame[["agent", "model"]].drop_duplicates()
     ax = _target(ax, (8.0, max(2.8, 0.7 * len(keys) + 1.8)))
     if frame.empty:
@@ -382,7 +388,8 @@ def plot_cost(frame: pd.DataFrame, *, ax: Axes | None = None, theme: Theme = "au
     )
     y = np.arange(len(table))
     spend = ax.barh(y - 0.2, table["spent"], height=0.38, color=_STATUS_COLOURS["succeeded"], label="spent")
-    saved = ax.barh(y + 0.2, table["saved"], height=0.38, color=_SAVED_COLOUR, label="saved by cache hits")
+    saved_label = "saved by cache hits and the batch discount" if has_batch else "saved by cache hits"
+    saved = ax.barh(y + 0.2, table["saved"], height=0.38, color=_SAVED_COLOUR, label=saved_label)
     spend_labels = [_amount_label(r.spent, int(r.priced), int(r.unpriced)) for r in table.itertuples()]
     saved_labels = [
         _amount_label(r.saved, int(r.hits - r.hits_unpriced), int(r.hits_unpriced))

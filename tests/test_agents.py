@@ -245,3 +245,50 @@ def test_unknown_agent_keys_are_kept(tmp_path: Path) -> None:
     assert spec.extra["skills"] == ["s1"]
     assert spec.description == "d"
     assert json.loads(path.read_text())["agents"]["a"]["skills"] == ["s1"]
+
+
+def test_deeply_nested_json_is_a_config_error_with_its_place(tmp_path: Path) -> None:
+    """json.loads gives up with a RecursionError; the error names the file, the line and the column."""
+    path = tmp_path / "claude.json"
+    path.write_text('{"agents": {},\n "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ConfigError, match=r"claude\.json: JSON nested more than 100 levels deep at line 2"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("file", "message"),
+    [
+        ("loop", r"agents\.a\.file: agent 'a': definition path 'loop' cannot be used: it is a symlink loop"),
+        ("agents/a\x00.md", r"agents\.a\.file: agent 'a': definition path contains a NUL byte"),
+        ("x" * 5000, r"agents\.a\.file: agent 'a': definition path is 5000 characters long"),
+        ("agents/" + "x" * 300, r"agents\.a\.file: definition file .*cannot be used: File name too long"),
+    ],
+)
+def test_unusable_paths_in_a_config_are_config_errors(tmp_path: Path, file: str, message: str) -> None:
+    """A symlink loop, a NUL byte or an over-long path raised RuntimeError/ValueError/OSError."""
+    (tmp_path / ".claude" / "agents").mkdir(parents=True)
+    (tmp_path / ".claude" / "loop").symlink_to(tmp_path / ".claude" / "loop2")
+    (tmp_path / ".claude" / "loop2").symlink_to(tmp_path / ".claude" / "loop")
+    path = write_claude_dir(tmp_path, agents={"a": {"file": file}})
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and len(str(info.value)) < 400
+
+
+def test_a_definition_turned_into_a_symlink_loop_after_loading(tmp_path: Path) -> None:
+    """The read-time containment check reports a loop as a ConfigError, not pathlib's RuntimeError."""
+    (tmp_path / ".claude" / "agents").mkdir(parents=True)
+    definition = tmp_path / ".claude" / "agents" / "a.md"
+    definition.write_text("a")
+    spec = load_config(write_claude_dir(tmp_path, agents={"a": {"file": "agents/a.md"}})).agent("a")
+    definition.unlink()
+    definition.symlink_to(definition)
+    with pytest.raises(ConfigError, match="symlink loop"):
+        spec.system_prompt()
+
+
+@pytest.mark.parametrize("config_path", ["a\x00b", "y" * 5000])
+def test_an_unusable_config_path_is_a_config_error(config_path: str) -> None:
+    """The path of the config itself: a NUL byte or an impossible length is said, briefly."""
+    with pytest.raises(ConfigError, match=r"^config path (contains a NUL byte|is 5000 characters long)"):
+        load_config(config_path)

@@ -423,3 +423,45 @@ def test_every_setting_is_one_option_with_one_default() -> None:
     for name in ("max_retries", "max_concurrent", "timeout_seconds", "max_tokens", "cache_backend", "model"):
         assert orchestrator[name].default == getattr(defaults, name), name
     assert RetryPolicy().max_retries == defaults.max_retries
+
+
+def test_an_unterminated_quote_is_a_usage_error(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """shlex's ValueError on the %%agent line became a traceback; now it is one line saying what it read."""
+    with pytest.raises(UsageError, match=r"cannot read the %%agent line .*No closing quotation"):
+        cell(shell, 'code-reviewer --system "Be terse.', "x")
+
+
+def test_a_huge_template_value_is_refused_not_sent(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """A {{frame}} above max_template_chars is a UsageError with its size; nothing reaches the API."""
+    shell.run_line_magic("config", "AgentMagics.max_template_chars = 1000")
+    shell.user_ns["frame"] = pd.DataFrame({"n": range(2000)})
+    with pytest.raises(UsageError, match=r"\{\{frame\}\} expands to [\d,]+ characters .*frame\.head\(20\)"):
+        cell(shell, "code-reviewer", "Summarise {{frame}}")
+    assert sim.requests == []
+    shell.user_ns["small"] = shell.user_ns["frame"].head(20)
+    assert cell(shell, "code-reviewer --quiet", "Summarise {{small}}").success
+
+
+def test_unusable_config_values_are_refused_in_one_line(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """%config with NaN/inf or an impossible path keeps the old value; the session never sees the bad one."""
+    from traitlets import TraitError
+
+    bad = (("timeout_seconds", math.inf), ("timeout_seconds", math.nan), ("cache_dir", "a\x00b"))
+    for name, value in bad:
+        with pytest.raises(TraitError, match=rf"^{name} (must|contains)"):
+            setattr(magics, name, value)
+    assert math.isfinite(magics.session.settings.timeout_seconds) and magics.session.settings.cache_dir == ""
+
+
+def test_a_malformed_config_file_is_a_usage_error(
+    shell: InteractiveShell, magics: AgentMagics, tmp_path: Path
+) -> None:
+    """A config nested too deeply (RecursionError before) stops the cell with one line naming the file."""
+    deep = tmp_path / "deep" / "claude.json"
+    deep.parent.mkdir()
+    deep.write_text('{"agents": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    magics.config_path = str(deep)
+    with pytest.raises(UsageError, match=r"deep/claude\.json: JSON nested more than 100 levels deep"):
+        cell(shell, "code-reviewer", "x")

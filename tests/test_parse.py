@@ -134,3 +134,16 @@ def test_unquote() -> None:
     assert unquote("'x'") == "x"
     assert unquote("\"x'") == "\"x'"
     assert unquote(None) is None
+
+
+def test_a_template_value_above_the_limit_is_refused_with_its_size() -> None:
+    """A whole DataFrame in a {{name}} was sent silently; now its size and how to pass less are said."""
+    frame = pd.DataFrame({"n": range(50_000), "label": ["module"] * 50_000})
+    size = len(to_prompt_text(frame))
+    with pytest.raises(MagicInputError) as info:
+        render_template("Summarise {{frame}}", lambda n: frame, max_chars=size - 1)
+    message = str(info.value)
+    assert f"{{{{frame}}}} expands to {size:,} characters" in message
+    assert "DataFrame of shape (50000, 2)" in message and "frame.head(20)" in message
+    assert "max_template_chars" in message and "\n" not in message
+    assert render_template("{{frame}}", lambda n: frame, max_chars=size).endswith("module")

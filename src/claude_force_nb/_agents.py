@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._exceptions import ConfigError, UnknownAgentError
+from ._validate import check_path_text, nesting_place, path_problem, shorten
 
 __all__ = [
     "AGENT_NAME_PATTERN",
@@ -98,7 +100,15 @@ def _contained(root: Path, relative: str, *, agent: str, what: str) -> Path:
         raise ConfigError(f"agent {agent!r}: {what} path {relative!r} is absolute; use a path inside {root}")
     if ".." in PurePosixPath(relative.replace("\\", "/")).parts:
         raise ConfigError(f"agent {agent!r}: {what} path {relative!r} uses '..' to leave the config folder")
-    resolved = (root / relative).resolve()
+    try:
+        check_path_text(f"agent {agent!r}: {what} path", relative)
+        resolved = (root / relative).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            f"agent {agent!r}: {what} path {shorten(relative)} cannot be used: {path_problem(exc)}"
+        ) from None
     if not resolved.is_relative_to(root.resolve()):
         raise ConfigError(
             f"agent {agent!r}: {what} path {relative!r} resolves outside the config folder "
@@ -308,11 +318,11 @@ def load_config(path: str | Path) -> AgentConfig:
     Raises ConfigError naming the file and the place (`agents.<name>.<field>`, `workflows.<name>[i]`) for
     malformed JSON, wrong types, unsafe or missing files, and workflows naming unknown agents.
     """
-    file = _find_config_file(Path(path).expanduser())
+    file = _find_config_file(Path(check_path_text("config path", os.fspath(path))).expanduser())
     try:
         raw = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the config ({exc.strerror})") from exc
+        raise ConfigError(f"{file}: cannot read the config ({path_problem(exc)})") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: the config is not UTF-8 text") from exc
     try:
@@ -321,6 +331,12 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError(
             f"{file}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from exc
+    except RecursionError:
+        line, column = nesting_place(raw) or (1, 1)
+        raise ConfigError(
+            f"{file}: JSON nested more than 100 levels deep at line {line}, column {column} "
+            "(a claude-force config needs three)"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the top level must be a JSON object, not {_json_type(data)}")
     root = file.parent
@@ -346,8 +362,12 @@ def _find_config_file(path: Path) -> Path:
         [path] if path.suffix == ".json" else [path / "claude.json", path / ".claude" / "claude.json"]
     )
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as exc:  # a name too long; is_file() answers False only for missing files and loops
+            problem = path_problem(exc)
+            raise ConfigError(f"config path {shorten(str(candidate))} cannot be used: {problem}") from None
     raise ConfigError(
         f"no claude-force config found at {path} (looked for {', '.join(map(str, candidates))})"
     )
@@ -395,7 +415,12 @@ def _check_file(root: Path, relative: str, *, agent: str, what: str, where: str)
         path = _contained(root, relative, agent=agent, what=what)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:
+        problem = path_problem(exc)
+        raise ConfigError(f"{where}: {what} file {shorten(relative)} cannot be used: {problem}") from None
+    if not found:
         raise ConfigError(f"{where}: {what} file {relative!r} not found under {root}")
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._agents import AgentSpec, build_user_turn
+from ._exceptions import ConfigError
 from ._limits import Budget
 from ._pricing import RateCard
 from ._request import ChatMessage, MessageRequest
+from ._validate import check_bool, check_int, check_number, check_text
 
 __all__ = [
     "CallSpec",
@@ -68,6 +70,29 @@ class CallSpec:
     budget: Budget | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked where a call enters (execute_agent, an execute_multiple item, a magic cell), so a bad field
+        # is refused with its name instead of failing deep inside pricing or the SDK, and never falls back
+        # to a default: `max_tokens=0` or `model=""` is a mistake, not "use the default".
+        check_text("agent", self.agent, empty_ok=True)  # validity and existence: at planning
+        check_text("task", self.task, empty_ok=True)
+        if self.model is not None:
+            check_text("model", self.model)
+        if self.max_tokens is not None:
+            check_max_tokens(self.max_tokens)
+        if self.temperature is not None:
+            check_number("temperature", self.temperature, minimum=0.0, maximum=1.0)
+        if self.system is not None:
+            check_text("system", self.system, empty_ok=True)
+        if not isinstance(self.history, tuple) or not all(isinstance(m, ChatMessage) for m in self.history):
+            raise ConfigError("history must be a tuple of ChatMessage")
+        check_bool("use_cache", self.use_cache)
+        check_bool("refresh", self.refresh)
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise ConfigError(f"budget must be a Budget, got {type(self.budget).__name__}")
+        if not isinstance(self.metadata, Mapping):
+            raise ConfigError(f"metadata must be a mapping, got {type(self.metadata).__name__}")
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -78,9 +103,8 @@ class Plan:
     request: MessageRequest
 
 
-def check_max_tokens(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"max_tokens must be a positive integer, got {value!r}")
+def check_max_tokens(value: object) -> int:
+    return check_int("max_tokens", value, minimum=1)
 
 
 def plan_call(
@@ -99,14 +123,10 @@ def plan_call(
     card's per-model minimum, estimated at 4 characters a token); a shorter mark would cost nothing but do
     nothing either.
     """
-    if not isinstance(call.task, str):
-        raise TypeError(f"the task must be a string, got {type(call.task).__name__}")
-    model = call.model or spec.model or default_model
-    max_tokens = call.max_tokens or spec.max_tokens or default_max_tokens
-    check_max_tokens(max_tokens)
+    # `is not None`, never truthiness: CallSpec refuses 0 and "", and a falsy value must not mean "default".
+    model = _first_set(call.model, spec.model, default_model)
+    max_tokens = check_max_tokens(_first_set(call.max_tokens, spec.max_tokens, default_max_tokens))
     temperature = call.temperature if call.temperature is not None else spec.temperature
-    if temperature is not None and not 0.0 <= temperature <= 1.0:
-        raise ValueError(f"temperature must be within 0..1, got {temperature}")
     system = call.system if call.system is not None else spec.system_prompt()
     user_turn = build_user_turn(
         call.task, previous_output=call.previous_output, previous_agent=call.previous_agent
@@ -124,11 +144,17 @@ def plan_call(
     return Plan(call, spec, request)
 
 
+def _first_set(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
 def as_call(
     item: tuple[str, str] | CallSpec | Mapping[str, Any], *, use_cache: bool, refresh: bool, batch_id: str
 ) -> CallSpec | BaseException:
     """One item of `execute_multiple` as a CallSpec of the batch, or the error saying why it is unreadable."""
     try:
+        if isinstance(item, str):
+            raise TypeError("expected an (agent, task) pair, a CallSpec or a mapping, not a string")
         if isinstance(item, CallSpec):
             return item if item.batch_id is not None else replace(item, batch_id=batch_id)
         if isinstance(item, Mapping):

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_CACHE_TIMEOUT_S",
     "DEFAULT_CACHE_TTL_HOURS",
     "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_MAX_TEMPLATE_CHARS",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT_S",
@@ -44,6 +45,10 @@ DEFAULT_MODEL = "claude-sonnet-5-5"
 """The current Sonnet: the usual balance of speed, quality and price for notebook work."""
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_MAX_CONCURRENT = 10
+DEFAULT_MAX_TEMPLATE_CHARS = 200_000
+"""Largest text one `{{name}}` in a `%%agent` cell may expand to: about 50,000 tokens, a quarter of a 200k
+context window. A whole DataFrame pasted by mistake (a million rows is ~12 million characters) is refused
+with the size, instead of being sent, and billed, without a word."""
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_CACHE_TTL_HOURS = 24.0
 DEFAULT_CACHE_MAX_SIZE_MB = 1000.0

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from ._exceptions import BudgetExceededError
 from ._request import RateLimitSnapshot
+from ._validate import check_number
 
 __all__ = ["NEARLY_SPENT_FRACTION", "Budget", "PrioritySlots", "RateLimiter", "Reservation", "TokenBucket"]
 
@@ -51,6 +52,10 @@ class _BudgetWaiter:
     future: asyncio.Future[Reservation]
 
 
+def _check_limit(limit_usd: float | None) -> float | None:
+    return None if limit_usd is None else check_number("budget_usd", limit_usd, minimum=0.0, unit="dollars")
+
+
 class Budget:
     """A spending cap in dollars, enforced by reserving each call's worst case before it is sent.
 
@@ -63,9 +68,7 @@ class Budget:
     """
 
     def __init__(self, limit_usd: float | None) -> None:
-        if limit_usd is not None and (math.isnan(limit_usd) or limit_usd < 0):
-            raise ValueError(f"budget_usd must be a non-negative number, got {limit_usd}")
-        self._limit_usd = limit_usd
+        self._limit_usd = _check_limit(limit_usd)
         self.spent_usd = 0.0
         self.reserved_usd = 0.0
         self._waiters: list[tuple[tuple[int, ...], int, _BudgetWaiter]] = []
@@ -80,7 +83,7 @@ class Budget:
     def limit_usd(self, value: float | None) -> None:
         """A new limit applies to waiting calls at once (a raised one lets them go, a lowered one may
         refuse them); money spent and reservations held stay."""
-        self._limit_usd = value
+        self._limit_usd = _check_limit(value)
         self._serve_waiters()
 
     @property
@@ -231,11 +234,15 @@ class RateLimiter:
         now = clock()
         self._clock = clock
         self._sleep = sleep
-        self.requests = TokenBucket(requests_per_minute, now=now) if requests_per_minute else None
-        self.input_tokens = TokenBucket(input_tokens_per_minute, now=now) if input_tokens_per_minute else None
-        self.output_tokens = (
-            TokenBucket(output_tokens_per_minute, now=now) if output_tokens_per_minute else None
-        )
+
+        def bucket(name: str, per_minute: float | None) -> TokenBucket | None:
+            if per_minute is None:
+                return None
+            return TokenBucket(check_number(name, per_minute, above=0.0), now=now)
+
+        self.requests = bucket("requests_per_minute", requests_per_minute)
+        self.input_tokens = bucket("input_tokens_per_minute", input_tokens_per_minute)
+        self.output_tokens = bucket("output_tokens_per_minute", output_tokens_per_minute)
         self.paused_until = 0.0
         self.waited_s = 0.0
 

@@ -56,6 +56,7 @@ from ._session import (
     validate_settings,
 )
 from ._style import small_note
+from ._validate import shorten
 
 __all__ = ["AgentMagics", "AgentRunFailed", "BackgroundRun", "load_ipython_extension"]
 
@@ -268,7 +269,10 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
         if cell is None:
             return self._line(line)
         capture = split_capture(line)
-        args = parse_argstring(self.agent, capture.rest)
+        try:
+            args = parse_argstring(self.agent, capture.rest)
+        except ValueError as exc:  # shlex: an unterminated quote or a trailing escape
+            raise UsageError(f"cannot read the %%agent line {shorten(capture.rest)}: {exc}") from None
         for option in ("agents", "workflow", "model", "system", "output", "chat", "inputs"):
             setattr(args, option, unquote(getattr(args, option)))
         try:
@@ -377,6 +381,7 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
 
         inputs: list[dict[str, Any]] | None = None
         input_index: Any = None
+        limit = settings.max_template_chars
         if kind == "inputs":
             if args.inputs not in namespace:
                 raise MagicInputError(f"--inputs {args.inputs}: no variable of that name")
@@ -384,11 +389,15 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             inputs = rows_from_inputs(source, name=args.inputs)
             input_index = source.index if hasattr(source, "columns") else None  # a DataFrame's row labels
             calls = [
-                _with(template, task=render_template(cell, _row_lookup(row, lookup)), metadata={"row": i})
+                _with(
+                    template,
+                    task=render_template(cell, _row_lookup(row, lookup), max_chars=limit),
+                    metadata={"row": i},
+                )
                 for i, row in enumerate(inputs)
             ]
         else:
-            task = render_template(cell, lookup)
+            task = render_template(cell, lookup, max_chars=limit)
             if kind == "workflow":
                 calls = [_with(template, task=task)]
             else:

@@ -41,7 +41,6 @@ from ._calls import (
     CallSpec,
     Plan,
     as_call,
-    check_max_tokens,
     estimate_tokens,
     plan_call,
     preview,
@@ -77,6 +76,7 @@ from ._records import AttemptSpan, RunLog, RunRecord, RunStatus, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
 from ._results import AgentResult, WorkflowResult
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, backoff_delay
+from ._validate import check_int, check_number, check_text, shorten
 
 if TYPE_CHECKING:
     from ._batch import BatchJob
@@ -141,13 +141,15 @@ class AsyncAgentOrchestrator:
         config: AgentConfig | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
-        if not timeout_seconds > 0:
-            raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds}")
+        check_text("model", model)
+        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
+        max_concurrent = check_int("max_concurrent", max_concurrent, minimum=1)
+        timeout_seconds = check_number("timeout_seconds", timeout_seconds, above=0, unit="seconds")
+        max_retries = check_int("max_retries", max_retries, minimum=0)
+        check_number("cache_ttl_hours", cache_ttl_hours, above=0, unit="hours")
+        check_number("cache_max_size_mb", cache_max_size_mb, above=0, unit="MB")
         if prompt_cache_ttl not in ("5m", "1h"):
-            raise ValueError(f"prompt_cache_ttl must be '5m' or '1h', got {prompt_cache_ttl!r}")
-        check_max_tokens(max_tokens)
+            raise ConfigError(f"prompt_cache_ttl must be '5m' or '1h', got {shorten(prompt_cache_ttl)}")
         env = read_environment(environ)
         self.config = (
             config
@@ -376,7 +378,9 @@ class AsyncAgentOrchestrator:
                 continue
             try:
                 plans.append((index, self._plan(spec)))
-            except (ConfigError, ValueError, TypeError) as exc:
+            except Exception as exc:  # whatever is wrong with one item, it fails alone
+                if not isinstance(exc, (ConfigError, ValueError, TypeError)):
+                    log.error("planning call %d of a batch failed unexpectedly", index, exc_info=True)
                 results[index] = _invalid_result(str(exc), exc, agent=spec.agent)
         if on_result is not None:
             for index, invalid in enumerate(results):
@@ -428,7 +432,14 @@ class AsyncAgentOrchestrator:
         instead of a configured workflow. `on_text(step_index, delta)` streams every step. `template` carries
         per-call settings (model, max_tokens, temperature, budget, batch_id...) applied to every step.
         """
-        names = tuple(steps) if steps is not None else self.config.workflow(workflow_name)
+        if steps is None:
+            names = self.config.workflow(workflow_name)
+        elif isinstance(steps, str) or not isinstance(steps, Iterable):
+            raise ConfigError(f"steps must be a list of agent names, got {shorten(steps)}")
+        else:
+            names = tuple(steps)
+            if not names:
+                raise ConfigError(f"workflow {workflow_name!r}: steps is empty; give at least one agent name")
         for name in names:
             self.agent(name)
         base = template or CallSpec(agent=names[0], task=task)

@@ -96,11 +96,13 @@ def to_prompt_text(value: object) -> str:
     return str(value)
 
 
-def render_template(text: str, lookup: Callable[[str], Any]) -> str:
+def render_template(text: str, lookup: Callable[[str], Any], *, max_chars: int | None = None) -> str:
     """Replace each `{{name}}` / `{{name.attr}}` with `to_prompt_text` of its value.
 
     `lookup(name)` returns the value of a root name or raises KeyError; an unknown name or attribute raises
-    MagicInputError naming it.
+    MagicInputError naming it. A value whose text is longer than `max_chars` raises MagicInputError with
+    its size and how to pass less: a whole DataFrame written into a prompt by mistake would otherwise be
+    sent, and billed, silently.
     """
 
     def replace(match: re.Match[str]) -> str:
@@ -121,11 +123,25 @@ def render_template(text: str, lookup: Callable[[str], Any]) -> str:
             except Exception as exc:  # a property that raises: say so, in one line
                 raise MagicInputError(f"{{{{{match['name']}}}}}: reading it failed: {exc!r}") from None
         try:
-            return to_prompt_text(value)
+            expanded = to_prompt_text(value)
         except Exception as exc:
             raise MagicInputError(f"{{{{{match['name']}}}}} could not be written as text: {exc!r}") from None
+        if max_chars is not None and len(expanded) > max_chars:
+            raise MagicInputError(_too_long(match["name"], value, len(expanded), max_chars))
+        return expanded
 
     return _TEMPLATE.sub(replace, text)
+
+
+def _too_long(name: str, value: object, size: int, limit: int) -> str:
+    shape = getattr(value, "shape", None)
+    what = f"a {type(value).__name__} of shape {tuple(shape)}" if shape is not None else type(value).__name__
+    return (
+        f"{{{{{name}}}}} expands to {size:,} characters ({what}), above max_template_chars={limit:,} "
+        f"(about {limit // 4:,} tokens): pass less, e.g. `small = {name}.head(20)`, one column "
+        f'`{name}["col"]` or a summary `{name}.describe()`, then use {{{{small}}}}; or raise the limit '
+        "with %config AgentMagics.max_template_chars = N"
+    )
 
 
 def rows_from_inputs(value: object, *, name: str) -> list[dict[str, Any]]:

@@ -74,6 +74,8 @@ class UnpricedModelWarning(UserWarning):
 
 def normalize_model_id(model: str) -> str:
     """The family id of a model id: date and platform decorations removed, nothing else changed."""
+    if not isinstance(model, str):
+        raise TypeError(f"a model id must be a string, got {type(model).__name__}")
     match = _MODEL_ID.fullmatch(model.strip())
     return match.group("family") if match else model.strip()
 

@@ -56,12 +56,14 @@ class RetryPolicy:
     max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0:
-            raise ValueError("retry delays must be >= 0")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError(f"jitter must be within 0..1, got {self.jitter}")
+        # Imported here: _validate needs _exceptions, which imports this module. A NaN retry count would
+        # never run out (`retries >= nan` is always false), so every field must be a finite number.
+        from ._validate import check_int, check_number
+
+        check_int("max_retries", self.max_retries, minimum=0)
+        for name in ("base_delay_s", "max_delay_s", "max_retry_after_s"):
+            check_number(name, getattr(self, name), minimum=0.0, unit="seconds")
+        check_number("jitter", self.jitter, minimum=0.0, maximum=1.0)
 
 
 def is_retryable_status(

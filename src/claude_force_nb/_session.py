@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from ._config import (
     DEFAULT_CACHE_MAX_SIZE_MB,
     DEFAULT_CACHE_TTL_HOURS,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_TEMPLATE_CHARS,
     DEFAULT_MAX_TOKENS,
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT_S,
@@ -39,6 +39,7 @@ from ._pricing import LifecycleNotices, RateCard
 from ._records import RunLog
 from ._request import ChatMessage
 from ._retry import DEFAULT_MAX_RETRIES
+from ._validate import check_bool, check_int, check_number, check_path_text, check_text, shorten
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,6 +87,9 @@ class SessionSettings:
     `AgentMagics` derives a `%config` option from each field listed in `SETTING_OPTIONS` (its type and
     default come from here), and the panel changes them through `NotebookSession.update`, so the two never
     disagree.
+
+    Every field is checked when a SessionSettings is made (so also by `dataclasses.replace`): an unusable
+    value raises ConfigError naming the setting, and nothing is built from it.
     """
 
     model: str = DEFAULT_MODEL
@@ -107,6 +111,10 @@ class SessionSettings:
     prompt_caching: bool = True
     stream: bool = True
     replay: bool = False
+    max_template_chars: int = DEFAULT_MAX_TEMPLATE_CHARS
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
 
     def shown(self) -> dict[str, Any]:
         """The settings as they may be displayed: a password in a Redis URL masked."""
@@ -160,45 +168,61 @@ SETTING_OPTIONS: dict[str, SettingOption] = {
     "runlog_path": SettingOption("SQLite file keeping the run log across kernel restarts (empty: off)."),
     "prompt_caching": SettingOption("Send long system prompts with Anthropic prompt caching."),
     "stream": SettingOption("Stream single-call answers into the cell as they arrive."),
+    "max_template_chars": SettingOption(
+        "Largest text one {{name}} in a cell may expand to; a larger value is refused, not sent."
+    ),
 }
 """The settings offered as `%config` options, with their help. The other fields are set by their own
 commands (`replay` by `%agent cache replay on|off`)."""
 
 
+def _check_format(name: str, value: object) -> object:
+    if value not in _FORMATS:
+        raise ConfigError(f"{name} must be one of {', '.join(_FORMATS)}, got {shorten(value)}")
+    return value
+
+
+def _check_cache_backend(name: str, value: object) -> object:
+    if not isinstance(value, str) or not (
+        value in ("disk", "memory") or value.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise ConfigError(f"{name} must be 'disk', 'memory' or a redis:// URL, got {shorten(value)}")
+    return value
+
+
+def _optional(check: Callable[[str, Any], object]) -> Callable[[str, Any], object]:
+    return lambda name, value: None if value is None else check(name, value)
+
+
+_SETTING_CHECKS: dict[str, Callable[[str, Any], object]] = {
+    "model": check_text,
+    "max_tokens": lambda n, v: check_int(n, v, minimum=1),
+    "max_concurrent": lambda n, v: check_int(n, v, minimum=1),
+    "timeout_seconds": lambda n, v: check_number(n, v, above=0.0, unit="seconds"),
+    "max_retries": lambda n, v: check_int(n, v, minimum=0),
+    "enable_cache": check_bool,
+    "cache_backend": _check_cache_backend,
+    "cache_dir": check_path_text,
+    "cache_ttl_hours": lambda n, v: check_number(n, v, above=0.0, unit="hours"),
+    "cache_max_size_mb": lambda n, v: check_number(n, v, above=0.0, unit="MB"),
+    "budget_usd": _optional(lambda n, v: check_number(n, v, minimum=0.0, unit="dollars")),
+    "requests_per_minute": _optional(lambda n, v: check_number(n, v, above=0.0)),
+    "default_format": _check_format,
+    "offline": check_bool,
+    "config_path": check_path_text,
+    "runlog_path": check_path_text,
+    "prompt_caching": check_bool,
+    "stream": check_bool,
+    "replay": check_bool,
+    "max_template_chars": lambda n, v: check_int(n, v, minimum=1),
+}
+"""One check per setting (type, finiteness, range), shared by the session, `%config` and the panel."""
+
+
 def validate_settings(settings: SessionSettings) -> None:
     """Raise ConfigError naming the first unusable setting (checked before anything is built from them)."""
-
-    def positive(value: float) -> bool:
-        return value > 0 and math.isfinite(value)
-
-    checks: list[tuple[str, bool, str]] = [
-        ("max_concurrent", settings.max_concurrent >= 1, "must be at least 1"),
-        ("max_tokens", settings.max_tokens >= 1, "must be a positive integer"),
-        ("timeout_seconds", positive(settings.timeout_seconds), "must be a positive number of seconds"),
-        ("max_retries", settings.max_retries >= 0, "must be 0 or more"),
-        ("cache_ttl_hours", positive(settings.cache_ttl_hours), "must be a positive number of hours"),
-        ("cache_max_size_mb", positive(settings.cache_max_size_mb), "must be a positive number of MB"),
-        (
-            "budget_usd",
-            settings.budget_usd is None or (settings.budget_usd >= 0 and math.isfinite(settings.budget_usd)),
-            "must be a non-negative amount of dollars (or none)",
-        ),
-        (
-            "requests_per_minute",
-            settings.requests_per_minute is None or positive(settings.requests_per_minute),
-            "must be a positive number (or none)",
-        ),
-        ("default_format", settings.default_format in _FORMATS, f"must be one of {', '.join(_FORMATS)}"),
-        (
-            "cache_backend",
-            settings.cache_backend in ("disk", "memory")
-            or settings.cache_backend.startswith(("redis://", "rediss://", "unix://")),
-            "must be 'disk', 'memory' or a redis:// URL",
-        ),
-    ]
-    for name, ok, problem in checks:
-        if not ok:
-            raise ConfigError(f"{name} = {getattr(settings, name)!r}: {problem}")
+    for name, check in _SETTING_CHECKS.items():
+        check(name, getattr(settings, name))
 
 
 def find_config(start: Path) -> Path | None:
@@ -303,8 +327,7 @@ class NotebookSession:
         """Set the session budget's limit (None removes it). Money spent and reservations held by calls in
         flight stay on the same Budget, so they still count against the new limit."""
         budget = self.budget
-        if usd is not None and not (usd >= 0 and math.isfinite(usd)):
-            raise ConfigError(f"budget_usd = {usd!r}: must be a non-negative amount of dollars (or none)")
+        _SETTING_CHECKS["budget_usd"]("budget_usd", usd)
         budget.limit_usd = usd
         return budget
 

@@ -142,3 +142,19 @@ def test_not_json_is_refused(tmp_path: Path) -> None:
     path.write_text('{"format": "claude_force_nb.replay-bundle", "entries": [')
     with pytest.raises(BundleError, match="JSON"):
         ResponseCache("memory", secret="r").import_bundle(path)
+
+
+def test_deeply_nested_bundle_is_a_bundle_error(tmp_path: Path) -> None:
+    """A RecursionError from the JSON parser becomes a BundleError naming the file and the place."""
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match=r"deep\.json: .*nested more than 100 levels deep at line 1"):
+        ResponseCache("memory", secret="r").import_bundle(path)
+
+
+@pytest.mark.parametrize(("name", "problem"), [("a\x00b", "NUL byte"), ("z" * 5000, "File name too long")])
+def test_unusable_bundle_paths_are_bundle_errors(name: str, problem: str) -> None:
+    """A NUL byte raised ValueError from os.stat; the message stays short whatever the path's length."""
+    with pytest.raises(BundleError, match=problem) as info:
+        ResponseCache("memory", secret="r").import_bundle(name)
+    assert len(str(info.value)) < 200

@@ -192,3 +192,42 @@ def test_quote_skips_delimiter_tag_lines() -> None:
     assert last_user_line([{"role": "user", "content": "<task>\nReview json\n</task>"}]) == "Review json"
     assert last_user_line([{"role": "user", "content": '<step agent="a">\n\nfix it'}]) == "fix it"
     assert last_user_line([{"role": "user", "content": "<b>bold</b> text"}]) == "<b>bold</b> text"
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"ttft_s": float("nan")}, "ttft_s"),
+        ({"per_token_s": float("inf")}, "per_token_s"),
+        ({"port": float("nan")}, "port"),
+        ({"requests_per_minute": float("inf")}, "requests_per_minute"),
+        ({"fault_rates": {"overloaded": float("nan")}}, "overloaded"),
+    ],
+)
+def test_non_finite_options_are_refused(options: dict[str, Any], fragment: str) -> None:
+    """NaN and infinity are never a usable latency, port, limit or probability."""
+    with pytest.raises(ValueError, match=fragment):
+        SimConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--fault", "overloaded=abc"], "--fault expects KIND=PROBABILITY, got 'overloaded=abc'"),
+        (["--ttft", "nan"], "ttft_s must be a finite number of seconds"),
+        (["--config-json", "[" * 100_000], "--config-json is nested too deeply"),
+        (["--config-json", "[]"], "--config-json must be a JSON object of SimConfig fields, got a list"),
+        (["--config-json", "{"], "--config-json is not valid JSON"),
+    ],
+)
+def test_cli_refuses_bad_values_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line exits 2 with a usage line and one error line naming the option."""
+    from claude_force_nb.sim.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error and "Traceback" not in error

@@ -33,6 +33,7 @@ from typing import Any
 
 from .._exceptions import BundleError
 from .._request import Completion
+from .._validate import nesting_place, path_problem, shorten
 from .._version import __version__
 from .entry import CacheHit, decode_entry, decode_request, encode_entry
 from .key import canonical_json, request_from_semantic, request_key, semantic_request
@@ -210,8 +211,8 @@ def read_bundle(path: Path) -> list[BundleEntry]:
     """Read and check a whole bundle; BundleError (naming the entry) on the first problem."""
     try:
         size = os.stat(path).st_size
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read the bundle: {exc}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise BundleError(f"{shorten(str(path))}: cannot read the bundle: {path_problem(exc)}") from None
     if size > MAX_BUNDLE_BYTES:
         raise BundleError(f"{path}: bundle is {size} bytes, above MAX_BUNDLE_BYTES ({MAX_BUNDLE_BYTES})")
     try:
@@ -220,6 +221,12 @@ def read_bundle(path: Path) -> list[BundleEntry]:
         bundle = json.loads(data, parse_constant=_reject_constant)
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path}: not a readable JSON bundle: {exc}") from exc
+    except RecursionError:
+        line, column = nesting_place(data.decode("utf-8", "replace")) or (1, 1)
+        raise BundleError(
+            f"{path}: not a readable JSON bundle: nested more than 100 levels deep at line {line}, "
+            f"column {column}"
+        ) from None
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"{path}: bundle grew above MAX_BUNDLE_BYTES while being read")
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
@@ -244,6 +251,8 @@ def read_bundle(path: Path) -> list[BundleEntry]:
             entry = _entry(document, manifest_item)
         except (ValueError, TypeError, KeyError) as exc:
             raise BundleError(f"{path}: {name} refused: {exc}") from exc
+        except RecursionError:  # nested deep enough to pass the parser yet not to be re-encoded
+            raise BundleError(f"{path}: {name} refused: nested too deeply") from None
         if entry.key in seen:
             raise BundleError(f"{path}: {name} refused: duplicate key")
         seen.add(entry.key)

@@ -8,12 +8,13 @@ tests against the disk and Redis tiers to keep the two in step.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from .._config import DEFAULT_CACHE_MAX_SIZE_MB, DEFAULT_CACHE_TTL_HOURS
+from .._exceptions import ConfigError
+from .._validate import check_number, shorten
 
 __all__ = [
     "DEFAULT_MEMORY_MAX_SIZE_MB",
@@ -40,19 +41,17 @@ BackendKind = Literal["memory", "disk", "redis"]
 
 def parse_backend(backend: str) -> BackendKind:
     """'memory', 'disk', or a Redis URL (redis://, rediss://, unix://) -> its kind; ValueError otherwise."""
+    if not isinstance(backend, str):
+        raise ConfigError(f"cache backend must be 'memory', 'disk' or a redis:// URL, got {shorten(backend)}")
     if backend in ("memory", "disk"):
         return backend  # type: ignore[return-value]  # narrowed by the test above
     if backend.startswith(("redis://", "rediss://", "unix://")):
         return "redis"
-    raise ValueError(f"cache backend must be 'memory', 'disk' or a redis:// URL, got {backend!r}")
+    raise ConfigError(f"cache backend must be 'memory', 'disk' or a redis:// URL, got {backend!r}")
 
 
 def _positive(name: str, value: float, *, zero_ok: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not zero_ok):
-        raise ValueError(f"{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
-    return float(value)
+    return check_number(name, value, minimum=0.0) if zero_ok else check_number(name, value, above=0.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -88,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The SimConfig an argument namespace describes; raises ValueError for bad values."""
-    base = SimConfig.from_dict(json.loads(args.config_json)) if args.config_json else None
+    base = _config_from_json(args.config_json) if args.config_json else None
     options: dict[str, Any] = {}
     for name in (
         "host",
@@ -122,13 +122,30 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         rates: dict[str, float] = {}
         for item in args.faults:
             kind, sep, prob = item.partition("=")
-            if not sep:
-                raise ValueError(f"--fault expects KIND=PROBABILITY, got {item!r}")
-            rates[kind] = float(prob)
+            try:
+                if not sep:
+                    raise ValueError
+                rates[kind] = float(prob)
+            except ValueError:
+                raise ValueError(f"--fault expects KIND=PROBABILITY, got {item!r}") from None
         options["fault_rates"] = rates
     if args.no_retry_after_ms:
         options["retry_after_ms"] = False
     return merge_options(base, options)
+
+
+def _config_from_json(text: str) -> SimConfig:
+    """--config-json: a JSON object of SimConfig fields (ValueError saying what is wrong otherwise)."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError("--config-json is nested too deeply: give one object of SimConfig fields") from None
+    except ValueError as exc:
+        raise ValueError(f"--config-json is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ValueError(f"--config-json must be a JSON object of SimConfig fields, got a {kind}")
+    return SimConfig.from_dict(data)
 
 
 async def _run(config: SimConfig, *, exit_on_stdin_eof: bool) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from claude_force_nb import CallSpec, ChatMessage, RateCard
+from claude_force_nb import CallSpec, ChatMessage, ConfigError, RateCard
 from claude_force_nb._agents import AgentSpec, build_system_prompt, build_user_turn
 from claude_force_nb._calls import (
     as_call,
@@ -103,20 +103,19 @@ def test_the_prompt_cache_ttl_is_one_hour_only_when_asked(setting: str, sent: st
 
 
 @pytest.mark.parametrize(
-    ("call", "error", "match"),
+    ("fields", "match"),
     [
-        (CallSpec(agent="a", task=42), TypeError, "the task must be a string"),  # type: ignore[arg-type]
-        (CallSpec(agent="a", task="t", temperature=1.5), ValueError, "temperature must be within 0..1"),
-        (CallSpec(agent="a", task="t", temperature=-0.1), ValueError, "temperature must be within 0..1"),
-        (CallSpec(agent="a", task="t", max_tokens=-5), ValueError, "max_tokens must be a positive integer"),
+        ({"task": 42}, "task must be a string"),
+        ({"temperature": 1.5}, r"temperature must be a finite number within 0\.\.1"),
+        ({"temperature": -0.1}, r"temperature must be a finite number within 0\.\.1"),
+        ({"max_tokens": -5}, "max_tokens must be a positive integer"),
     ],
 )
-def test_unusable_calls_are_refused_before_a_request_exists(
-    call: CallSpec, error: type[Exception], match: str
-) -> None:
-    """A non-string task, an out-of-range temperature or a bad max_tokens raise, naming the field."""
-    with pytest.raises(error, match=match):
-        plan(call, AgentSpec(name="a", prompt="p"))
+def test_unusable_calls_are_refused_before_a_request_exists(fields: dict[str, object], match: str) -> None:
+    """A non-string task, an out-of-range temperature or a bad max_tokens raise when the call is made,
+    naming the field (ConfigError, a ValueError)."""
+    with pytest.raises(ConfigError, match=match):
+        CallSpec(**{"agent": "a", "task": "t", **fields})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,8 @@ def test_path_problem_names_the_cause() -> None:
         ("requests_per_minute", math.nan),
         ("input_tokens_per_minute", math.inf),
         ("output_tokens_per_minute", 0),
+        ("count_tokens_per_minute", math.nan),
+        ("cache_timeout_s", math.inf),
     ],
 )
 def test_orchestrator_refuses_unusable_numbers(name: str, value: object) -> None:
@@ -246,3 +248,13 @@ async def test_a_valid_orchestrator_still_runs(sim: Simulator, tmp_path: Path) -
     ) as orch:
         results = await asyncio.wait_for(orch.execute_multiple([("a", "x"), ("a", "y")]), 30)
     assert all(r.success for r in results)
+
+
+async def test_a_batch_poll_interval_is_checked_before_anything_is_submitted(sim: Simulator) -> None:
+    """poll_interval=inf would submit a batch and then never look at it again."""
+    define_agent("a", "x")
+    async with make_orchestrator(sim) as orch:
+        for bad in (math.inf, math.nan, 0):
+            with pytest.raises(ConfigError, match=r"^poll_interval must be a finite number of seconds > 0"):
+                await orch.execute_batch([("a", "x")], poll_interval=bad)
+    assert sim.requests == []

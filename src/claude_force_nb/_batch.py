@@ -46,6 +46,7 @@ from ._records import RunRecord, new_run_id
 from ._request import Completion, MessageRequest
 from ._results import AgentResult
 from ._retry import backoff_delay
+from ._validate import check_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -277,8 +278,7 @@ class BatchJob:
     ) -> list[AgentResult]:
         """Poll until every batch has ended and every result is collected (resubmitting retryable errors);
         returns the results in input order. An interrupt leaves the batches running on the server."""
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        check_number("poll_interval", poll_interval, above=0.0, unit="seconds")  # inf would never poll again
         try:
             while not self.done:
                 if self._resend:

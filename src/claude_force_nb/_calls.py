@@ -9,6 +9,7 @@ a call would send.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,7 +19,7 @@ from ._exceptions import ConfigError
 from ._limits import Budget
 from ._pricing import RateCard
 from ._request import ChatMessage, MessageRequest
-from ._validate import check_bool, check_int, check_number, check_text
+from ._validate import check_bool, check_number, check_text, shorten
 
 __all__ = [
     "CallSpec",
@@ -104,7 +105,10 @@ class Plan:
 
 
 def check_max_tokens(value: object) -> int:
-    return check_int("max_tokens", value, minimum=1)
+    """`value` if it is a positive int (not a bool, not 2.0), else ConfigError naming max_tokens."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ConfigError(f"max_tokens must be a positive integer, got {shorten(value)}")
+    return int(value)
 
 
 def plan_call(

@@ -2,7 +2,7 @@
 
 ```
 ClaudeForceError
-├── ConfigError (ValueError)           a malformed .claude/claude.json, agent entry, or unsafe path
+├── ConfigError (ValueError)           a malformed .claude/claude.json, agent entry, unsafe path, or argument
 │   ├── UnknownAgentError (KeyError)   a name that is not an agent (or workflow) of this orchestrator
 │   └── RetiredModelError              a call to a model the rate card says is retired (not sent)
 ├── BudgetExceededError                a call refused before dispatch: it could push spend past the budget
@@ -60,7 +60,8 @@ class ClaudeForceError(Exception):
 
 
 class ConfigError(ClaudeForceError, ValueError):
-    """The agent configuration is unusable; the message names the file and the place in it."""
+    """The agent configuration or an argument is unusable; the message names the file and the place in it,
+    or the argument (see `_validate.py`)."""
 
 
 class UnknownAgentError(ConfigError, KeyError):

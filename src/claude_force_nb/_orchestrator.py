@@ -41,6 +41,7 @@ from ._calls import (
     CallSpec,
     Plan,
     as_call,
+    check_max_tokens,
     estimate_tokens,
     plan_call,
     preview,
@@ -142,12 +143,15 @@ class AsyncAgentOrchestrator:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         check_text("model", model)
-        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
+        max_tokens = check_max_tokens(max_tokens)
         max_concurrent = check_int("max_concurrent", max_concurrent, minimum=1)
         timeout_seconds = check_number("timeout_seconds", timeout_seconds, above=0, unit="seconds")
         max_retries = check_int("max_retries", max_retries, minimum=0)
         check_number("cache_ttl_hours", cache_ttl_hours, above=0, unit="hours")
         check_number("cache_max_size_mb", cache_max_size_mb, above=0, unit="MB")
+        check_number("cache_timeout_s", cache_timeout_s, above=0, unit="seconds")
+        if count_tokens_per_minute is not None:
+            check_number("count_tokens_per_minute", count_tokens_per_minute, above=0)
         if prompt_cache_ttl not in ("5m", "1h"):
             raise ConfigError(f"prompt_cache_ttl must be '5m' or '1h', got {shorten(prompt_cache_ttl)}")
         env = read_environment(environ)
@@ -496,8 +500,9 @@ class AsyncAgentOrchestrator:
         """`submit_batch`, then wait and collect: one AgentResult per item, in input order."""
         from ._batch import DEFAULT_POLL_INTERVAL_S
 
-        job = await self.submit_batch(calls, **options)
         interval = DEFAULT_POLL_INTERVAL_S if poll_interval is None else poll_interval
+        check_number("poll_interval", interval, above=0.0, unit="seconds")  # before anything is submitted
+        job = await self.submit_batch(calls, **options)
         results: list[AgentResult] = await job.wait(poll_interval=interval, on_progress=on_progress)
         return results
 

@@ -73,9 +73,12 @@ def check_number(
     NaN and infinities are refused: every comparison with NaN is false, so a NaN limit silently disables
     the check it was meant to configure (a NaN retry count never runs out).
     """
-    lower = f" > {above:g}" if above is not None else f" >= {minimum:g}" if minimum is not None else ""
-    upper = f" and <= {maximum:g}" if maximum is not None else ""
-    must = f"a finite number{f' of {unit}' if unit else ''}{lower}{upper}"
+    if minimum is not None and maximum is not None:
+        bounds = f" within {minimum:g}..{maximum:g}"
+    else:
+        lower = f" > {above:g}" if above is not None else f" >= {minimum:g}" if minimum is not None else ""
+        bounds = lower + (f" and <= {maximum:g}" if maximum is not None else "")
+    must = f"a finite number{f' of {unit}' if unit else ''}{bounds}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _fail(name, must, value)
     number = float(value)

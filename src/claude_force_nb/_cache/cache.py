@@ -195,7 +195,11 @@ class ResponseCache:
         if hit is not None:
             return hit
         store = self._store
-        result = await self._guard.arun("a lookup", lambda: store.alookup(key)) if store is not None else None
+        result: LookupResult | None = None
+        if store is not None and store.reads_inline:
+            result = self._guard.run("a lookup", lambda: store.lookup(key))
+        elif store is not None:
+            result = await self._guard.arun("a lookup", lambda: store.alookup(key))
         if result is None:  # no store, or it failed or ran late: a miss
             self._miss()
             return None

@@ -136,6 +136,7 @@ class DiskStore:
         self.directory = directory
         self.path = directory / DB_FILE_NAME
         self.description = str(self.path)
+        self.reads_inline = True  # see "Reads run inline" above
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []

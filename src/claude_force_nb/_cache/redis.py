@@ -227,6 +227,7 @@ class RedisStore:
         """`timeout_s` bounds connecting and each reply, for the sync client here and the async one too."""
         self.url = url
         self.prefix = prefix
+        self.reads_inline = False
         self.description = f"{mask_url(url)} (prefix {prefix!r})"  # a password in the URL is never shown
         self._keys = [prefix + name for name in ("lru", "exp", "size", "bytes")]
         self._timeouts: dict[str, Any] = {}

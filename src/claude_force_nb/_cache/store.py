@@ -148,6 +148,9 @@ class PersistentStore(Protocol):
     """What `ResponseCache` needs from a persistent tier. Sync methods may block; async ones must not."""
 
     description: str
+    reads_inline: bool
+    """True when `alookup` reads synchronously on the loop (disk): no deadline can interrupt it, so the cache
+    sets none and saves its cost on every hit; False when it awaits the network (Redis)."""
 
     @property
     def executor(self) -> Executor:

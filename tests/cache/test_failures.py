@@ -98,7 +98,7 @@ async def test_a_frozen_redis_costs_one_short_deadline(
     assert stats.errors == 1 and stats.misses >= 2
     warnings = _cache_warnings(caplog)
     assert len(warnings) == 1 and private_redis.url in warnings[0], warnings
-    # Whichever fires first says so: the guard's deadline, or redis-py's socket timeout (set to the same value)
+    # Whichever fires first says so: the guard's deadline, or redis-py's socket timeout (the same value)
     assert f"no answer within {timeout_s:g} s" in warnings[0] or "Timeout reading" in warnings[0]
 
 

@@ -166,6 +166,9 @@ def magics(
     from claude_force_nb._session import NotebookSession, SessionSettings, reset_session
 
     monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    # `%config AgentMagics.x = ...` in one test lands in the shared shell's config, which every later
+    # AgentMagics reads at construction: each test starts (and leaves) without it.
+    shell.config.pop("AgentMagics", None)
     config = write_claude_dir(tmp_path)
     settings = SessionSettings(config_path=str(config), stream=False)
     session = NotebookSession(settings=settings, announce=lambda _: None)
@@ -174,4 +177,5 @@ def magics(
     shell.register_magics(instance)
     shell.register_magic_function(instance.agent, "line_cell", "claude_agent")
     yield instance
+    shell.config.pop("AgentMagics", None)
     reset_session(None)

@@ -1,5 +1,7 @@
 """A broken cache never breaks a call: every persistent-tier operation on the call path runs through here.
 
+(The decision is "A broken cache is no cache" in docs/architecture.md.)
+
 The README promises that the cache only ever saves calls. So a store that cannot be opened (a corrupt
 `responses.sqlite3`, an unusable `cache_dir`), that fails (Redis gone, disk full) or that does not answer
 (Redis frozen) turns into "no cache", never into an error or a wait:

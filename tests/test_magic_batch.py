@@ -14,7 +14,7 @@ from claude_force_nb import BatchJob, BatchStatus
 from claude_force_nb._loop import run_blocking
 from claude_force_nb._magic import AgentMagics
 from claude_force_nb._parse import parse_line
-from claude_force_nb.sim import Simulator
+from claude_force_nb.sim import Simulator, serve
 
 ROWS = pd.DataFrame({"module": ["json", "csv", "heapq"], "focus": ["speed", "errors", "api"]})
 
@@ -87,3 +87,23 @@ def test_parse_batch_commands() -> None:
     assert parse_line("batch collect msgbatch_1").args == ("collect", "msgbatch_1")
     with pytest.raises(ValueError, match="status\\|cancel\\|collect"):
         parse_line("batch drop msgbatch_1")
+
+
+async def test_progress_line_counts_and_extrapolates_the_cost() -> None:
+    """The progress line shows counts, the cost so far and, while a follow-up batch runs, the whole job's
+    cost extrapolated from the items already back; at the end every row is done."""
+    from claude_force_nb import define_agent
+    from claude_force_nb._batch_magic import ProgressLine
+
+    from .conftest import make_orchestrator
+
+    define_agent("a", "Answer briefly.")
+    with serve(batch_error_rate=0.3, seed=5) as flaky:
+        async with make_orchestrator(flaky) as orch:
+            job = await orch.submit_batch([("a", f"row {i}") for i in range(20)], max_retries=10)
+            progress = ProgressLine(orch, job)
+            lines: list[str] = []
+            await job.wait(poll_interval=0.02, on_progress=lambda status: lines.append(progress.text(status)))
+    assert any("for all)" in line for line in lines[:-1])
+    assert lines[-1].startswith(f"batch {job.id}: ended · 20/20 done")
+    assert f"cost so far ${sum(r.cost_usd for r in job.results()):.4f}" in lines[-1]

@@ -350,6 +350,10 @@ class BatchJob:
             )
         return pd.DataFrame(rows)
 
+    def collected(self) -> int:
+        """How many items have come back from a batch so far (succeeded or failed; cache hits not counted)."""
+        return sum(1 for r in self._results if r is not None and r.metadata.get("batch_id"))
+
     def cost_so_far(self) -> float:
         """Dollars of the results collected so far (at batch prices; cache hits cost nothing)."""
         return sum(r.cost_usd for r in self._results if r is not None)

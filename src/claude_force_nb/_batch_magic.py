@@ -41,12 +41,18 @@ class ProgressLine:
         self.last = ""
 
     def text(self, status: BatchStatus) -> str:
-        done = status.succeeded + status.errored + status.canceled + status.expired
+        done = status.total - status.processing - status.cached  # a resubmitted item counts once
         total = len(self._job)
         spent = self._job.cost_so_far()
+        collected = self._job.collected()
+        # The whole job's cost, extrapolated from the items collected so far (cache hits cost nothing).
+        estimate = ""
+        if collected and status.processing_status != "ended":
+            sent = total - status.cached - status.failed_locally
+            estimate = f" (about {format_cost(spent / collected * sent)} for all)"
         return (
             f"batch {self._job.id}: {status.processing_status} · {done + status.cached}/{total} done "
-            f"({status}) · cost so far {format_cost(spent)} · {status.elapsed_s:.0f} s"
+            f"({status}) · cost so far {format_cost(spent)}{estimate} · {status.elapsed_s:.0f} s"
         )
 
     def __call__(self, status: BatchStatus) -> None:

@@ -123,6 +123,7 @@ def test_path_problem_names_the_cause() -> None:
         ("output_tokens_per_minute", 0),
         ("count_tokens_per_minute", math.nan),
         ("cache_timeout_s", math.inf),
+        ("replay", "False"),
     ],
 )
 def test_orchestrator_refuses_unusable_numbers(name: str, value: object) -> None:
@@ -134,11 +135,18 @@ def test_orchestrator_refuses_unusable_numbers(name: str, value: object) -> None
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("ttl_hours", math.nan), ("max_size_mb", math.inf), ("memory_max_size_mb", math.nan), ("backend", 5)],
+    [
+        ("ttl_hours", math.nan),
+        ("max_size_mb", math.inf),
+        ("memory_max_size_mb", math.nan),
+        ("backend", 5),
+        ("verify_integrity", "no"),
+        ("exclude_agents", "fixer"),
+    ],
 )
 def test_response_cache_refuses_unusable_arguments(name: str, value: object) -> None:
     """ResponseCache checks its numbers and backend with the same one-line ConfigError."""
-    with pytest.raises(ConfigError, match=rf"{name.replace('_', '.')}|backend"):
+    with pytest.raises(ConfigError, match=rf"^(cache backend|{name}) must be"):
         ResponseCache(**{"backend": "memory", name: value})  # type: ignore[arg-type]
 
 

@@ -77,7 +77,7 @@ from ._records import AttemptSpan, RunLog, RunRecord, RunStatus, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
 from ._results import AgentResult, WorkflowResult
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, backoff_delay
-from ._validate import check_int, check_number, check_text, shorten
+from ._validate import check_bool, check_int, check_number, check_text, shorten
 
 if TYPE_CHECKING:
     from ._batch import BatchJob
@@ -154,6 +154,12 @@ class AsyncAgentOrchestrator:
             check_number("count_tokens_per_minute", count_tokens_per_minute, above=0)
         if prompt_cache_ttl not in ("5m", "1h"):
             raise ConfigError(f"prompt_cache_ttl must be '5m' or '1h', got {shorten(prompt_cache_ttl)}")
+        for flag, value in (
+            ("enable_cache", enable_cache),
+            ("replay", replay),
+            ("prompt_caching", prompt_caching),
+        ):
+            check_bool(flag, value)
         env = read_environment(environ)
         self.config = (
             config

@@ -202,12 +202,14 @@ def test_quote_skips_delimiter_tag_lines() -> None:
         ({"port": float("nan")}, "port"),
         ({"requests_per_minute": float("inf")}, "requests_per_minute"),
         ({"fault_rates": {"overloaded": float("nan")}}, "overloaded"),
+        ({"startup_timeout_s": float("nan")}, "startup_timeout_s"),
+        ({"startup_timeout_s": 0}, "startup_timeout_s"),
     ],
 )
 def test_non_finite_options_are_refused(options: dict[str, Any], fragment: str) -> None:
-    """NaN and infinity are never a usable latency, port, limit or probability."""
+    """NaN and infinity are never a usable latency, port, limit, probability or start-up wait."""
     with pytest.raises(ValueError, match=fragment):
-        SimConfig(**options)
+        sim_package.serve(**options)
 
 
 @pytest.mark.parametrize(

@@ -45,8 +45,9 @@ from .._config import (
     mask_url,
     read_environment,
 )
-from .._exceptions import CacheUnavailableError
+from .._exceptions import CacheUnavailableError, ConfigError
 from .._request import Completion, MessageRequest
+from .._validate import shorten
 from .bundle import BundleEntry, read_bundle, write_bundle
 from .entry import (
     CacheHit,
@@ -109,6 +110,8 @@ class ResponseCache:
         )
         self.backend = backend
         self.replay = replay
+        if isinstance(exclude_agents, str):  # frozenset("fixer") would exclude agents "f", "i", "x"...
+            raise ConfigError(f"exclude_agents must be a list of agent names, got {shorten(exclude_agents)}")
         self.exclude_agents = frozenset(exclude_agents)
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")

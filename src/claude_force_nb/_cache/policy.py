@@ -14,7 +14,7 @@ from typing import Literal
 
 from .._config import DEFAULT_CACHE_MAX_SIZE_MB, DEFAULT_CACHE_TTL_HOURS
 from .._exceptions import ConfigError
-from .._validate import check_number, shorten
+from .._validate import check_bool, check_number, shorten
 
 __all__ = [
     "DEFAULT_MEMORY_MAX_SIZE_MB",
@@ -75,6 +75,7 @@ class CacheSettings:
         verify_integrity: bool = True,
     ) -> CacheSettings:
         kind = parse_backend(backend)
+        check_bool("verify_integrity", verify_integrity)
         ttl_s = _positive("ttl_hours", ttl_hours) * 3600.0
         max_bytes = int(_positive("max_size_mb", max_size_mb) * _MB)
         if memory_max_size_mb is None:

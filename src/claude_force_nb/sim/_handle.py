@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from ._config import SimConfig, merge_options
+from ._config import SimConfig, _check_seconds, merge_options
 from ._faults import Fault
 from ._server import SimServer
 from ._state import SimState
@@ -216,7 +216,9 @@ class Simulator:
         if clock is not None and self.process:
             raise ValueError("clock= needs the in-thread simulator: a subprocess cannot share a clock")
         self._clock = clock
-        self._startup_timeout_s = startup_timeout_s
+        self._startup_timeout_s = _check_seconds("startup_timeout_s", startup_timeout_s)
+        if not self._startup_timeout_s:
+            raise ValueError("startup_timeout_s must be > 0, got 0")
         self._backend: _ThreadBackend | _ProcessBackend | None = None
 
     def __repr__(self) -> str:

@@ -173,6 +173,9 @@ def magics(
     settings = SessionSettings(config_path=str(config), stream=False)
     session = NotebookSession(settings=settings, announce=lambda _: None)
     reset_session(session)
+    # `%config AgentMagics.x = ...` in a test is stored in the process-wide shell's config, where every later
+    # AgentMagics would pick it up: each test starts without it.
+    shell.config.pop("AgentMagics", None)
     instance = AgentMagics(shell=shell, session=session, config_path=str(config), stream=False)
     shell.register_magics(instance)
     shell.register_magic_function(instance.agent, "line_cell", "claude_agent")

@@ -465,3 +465,15 @@ def test_a_malformed_config_file_is_a_usage_error(
     magics.config_path = str(deep)
     with pytest.raises(UsageError, match=r"deep/claude\.json: JSON nested more than 100 levels deep"):
         cell(shell, "code-reviewer", "x")
+
+
+def test_a_malformed_bundle_is_a_usage_error(
+    shell: InteractiveShell, magics: AgentMagics, tmp_path: Path
+) -> None:
+    """`%agent cache import` of a too deeply nested bundle: one line naming the file (was RecursionError)."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(
+        UsageError, match=r"deep\.json: not a readable JSON bundle: nested more than 100 levels"
+    ):
+        shell.run_line_magic("agent", f"cache import {deep}")

@@ -107,3 +107,31 @@ async def test_progress_line_counts_and_extrapolates_the_cost() -> None:
     assert any("for all)" in line for line in lines[:-1])
     assert lines[-1].startswith(f"batch {job.id}: ended · 20/20 done")
     assert f"cost so far ${sum(r.cost_usd for r in job.results()):.4f}" in lines[-1]
+
+
+async def test_bg_control_cancel_button_cancels_the_batch_and_follows_progress() -> None:
+    """The --bg widget's Cancel button cancels the job's batches through the API; its label follows the
+    job to the end and the button is disabled."""
+    from claude_force_nb import define_agent
+    from claude_force_nb._batch_magic import BatchControl
+
+    from .conftest import make_orchestrator
+
+    define_agent("a", "Answer briefly.")
+    with serve(batch_items_per_s=0.0) as stuck:
+        async with make_orchestrator(stuck) as orch:
+            job = await orch.submit_batch([("a", f"row {i}") for i in range(3)])
+            control = BatchControl(orch, job)
+            control.cancel_button.click()
+            assert control.cancel_button.disabled
+            results = await job.wait(poll_interval=0.02, on_progress=control.update)
+        assert any(r["path"].endswith("/cancel") for r in stuck.requests)
+    assert [r.status for r in results] == ["cancelled"] * 3
+    assert "ended" in control.label.value and "3/3 done" in control.label.value
+
+
+def test_widgets_only_where_a_kernel_can_show_them(shell: InteractiveShell) -> None:
+    """A terminal IPython (no kernel) gets the plain-text path, not a widget nobody can click."""
+    from claude_force_nb._batch_magic import _widgets_work
+
+    assert not _widgets_work(shell)

@@ -5,7 +5,9 @@ A blocking `--batch` cell submits, then waits with one progress line that is upd
 handle: counts by status, elapsed time, cost so far and the worst case still held); the result is the same
 DataFrame `--inputs` gives, plus `batch_id`. An interrupt leaves the batch running on the server and prints
 how to collect it. `--bg` returns the `BatchJob` at once, and a task on the kernel's loop collects it into
-the cache and the run log while the kernel is idle.
+the cache and the run log while the kernel is idle; in a Jupyter kernel with ipywidgets it also shows the
+progress line with a Cancel button (a blocking cell cannot offer one: the kernel handles no clicks while a
+cell runs).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
     from ._orchestrator import AsyncAgentOrchestrator
 
-__all__ = ["ProgressLine", "batch_command", "jobs_frame", "run_batch_cell"]
+__all__ = ["BatchControl", "ProgressLine", "batch_command", "jobs_frame", "run_batch_cell"]
 
 log = logging.getLogger("claude_force_nb")
 _background: set[asyncio.Task[Any]] = set()  # strong references: a task nobody holds can be collected
@@ -58,12 +60,16 @@ class ProgressLine:
     def __call__(self, status: BatchStatus) -> None:
         self.last = self.text(status)
         if self._handle is None:
-            from IPython import display as ipython_display
-
-            show: Any = ipython_display.display  # not annotated by IPython
-            self._handle = show(_Text(self.last), display_id=True)
+            self._handle = _show(_Text(self.last), display_id=True)
         else:
             self._handle.update(_Text(self.last))
+
+
+def _show(value: object, **options: Any) -> Any:
+    from IPython import display as ipython_display
+
+    display: Any = ipython_display.display  # not annotated by IPython
+    return display(value, **options)
 
 
 class _Text:
@@ -91,19 +97,61 @@ def batch_frame(run: AgentRun) -> pd.DataFrame:
 
 
 async def _collect(
-    orch: AsyncAgentOrchestrator, job: BatchJob, poll_interval: float, quiet: bool
+    job: BatchJob, poll_interval: float, on_progress: Any, *, background: bool = False
 ) -> BatchJob:
-    progress = None if quiet else ProgressLine(orch, job)
     try:
-        await job.wait(poll_interval=poll_interval, on_progress=progress)
+        await job.wait(poll_interval=poll_interval, on_progress=on_progress)
     except (asyncio.CancelledError, KeyboardInterrupt):
-        print(
-            f"Stopped waiting: batch {job.id} keeps running on the server. Collect it later with "
-            f"`%agent batch collect {job.id}` (or `await orch.resume_batch({job.id!r})`), "
-            "also after a kernel restart."
-        )
+        if not background:  # a background task never prints into whatever cell is running now
+            print(
+                f"Stopped waiting: batch {job.id} keeps running on the server. Collect it later with "
+                f"`%agent batch collect {job.id}` (or `await orch.resume_batch({job.id!r})`), "
+                "also after a kernel restart."
+            )
         raise
     return job
+
+
+class BatchControl:
+    """`--bg` where widgets work: the progress line and a Cancel button, updated by the background collector
+    through trait values only (never by printing)."""
+
+    def __init__(self, orch: AsyncAgentOrchestrator, job: BatchJob) -> None:
+        import ipywidgets as w
+
+        self.job = job
+        self._line = ProgressLine(orch, job)
+        self.label = w.HTML(value=_Text(f"batch {job.id}: submitted, {len(job)} rows")._repr_markdown_())
+        self.cancel_button = w.Button(description="Cancel batch", button_style="warning", icon="stop")
+        self.cancel_button.on_click(self._on_cancel)
+        self.widget = w.HBox([self.label, self.cancel_button])
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def update(self, status: BatchStatus) -> None:
+        self.label.value = _Text(self._line.text(status))._repr_markdown_()
+        if status.processing_status == "ended":
+            self.cancel_button.disabled = True
+
+    def _on_cancel(self, _button: Any = None) -> None:
+        self.cancel_button.disabled = True
+        self.cancel_button.description = "Cancelling…"
+        task = spawn(self.job.cancel())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _widgets_work(shell: Any) -> bool:
+    """True in a Jupyter kernel with ipywidgets installed (a terminal IPython has no frontend for them)."""
+    if getattr(shell, "kernel", None) is None:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def run_batch_cell(
@@ -126,14 +174,18 @@ def run_batch_cell(
         )
     namespace = magics.shell.user_ns
     if background:
-        task = spawn(_collect(orch, job, interval, quiet=True))
+        control = BatchControl(orch, job) if _widgets_work(magics.shell) and not plan.quiet else None
+        on_progress = control.update if control is not None else None
+        task = spawn(_collect(job, interval, on_progress, background=True))
         _background.add(task)
         task.add_done_callback(_background.discard)
         if variable:
             namespace[variable] = job
         print(f"Batch {job.id} submitted ({len(job)} rows); `%agent batch status {job.id}` to follow it.")
+        if control is not None:
+            _show(control)
         return job
-    run_blocking(_collect(orch, job, interval, quiet=plan.quiet))
+    run_blocking(_collect(job, interval, None if plan.quiet else ProgressLine(orch, job)))
     run = _run_of(job, plan.inputs, plan.fmt, started)
     frame = batch_frame(run)
     namespace["_agent_last"] = run
@@ -179,7 +231,7 @@ def batch_command(magics: Any, orch: AsyncAgentOrchestrator, action: str, batch_
         return status
     started = time.perf_counter()
     job = run_blocking(orch.resume_batch(batch_id))
-    run_blocking(_collect(orch, job, DEFAULT_POLL_INTERVAL_S, quiet=False))
+    run_blocking(_collect(job, DEFAULT_POLL_INTERVAL_S, ProgressLine(orch, job)))
     run = _run_of(job, None, "markdown", started)
     magics.shell.user_ns["_agent_last"] = run
     return batch_frame(run)

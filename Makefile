@@ -33,8 +33,9 @@ demo: $(VENV)/.run-$(HASH)
 notebooks: $(VENV)/.run-$(HASH)
 	$(BIN)/python scripts/run_notebooks.py notebooks/*.ipynb --out out
 
+# --allow-root only when running as root (a container), where Jupyter refuses to start without it
 lab: $(VENV)/.run-$(HASH)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lint: $(VENV)/.dev-$(HASH)
 	$(BIN)/ruff check src tests benchmarks examples scripts

@@ -99,7 +99,7 @@ def test_without_aiohttp_the_httpx_fallback_warns_and_still_works(sim: Simulator
     lines = out.strip().splitlines()
     assert lines[0] == "Completion True"
     assert len(lines) == 2, lines
-    assert lines[1].startswith("UserWarning") and "aiohttp transport is unavailable" in lines[1]
+    assert lines[1].startswith("ClaudeForceWarning") and "aiohttp transport is unavailable" in lines[1]
     assert "anthropic[aiohttp]" in lines[1] and "transport='httpx'" in lines[1]
 
 

@@ -133,9 +133,11 @@ def test_failed_call_raises_at_the_end_and_keeps_results(
 
 def test_cell_budget_refuses_calls(shell: InteractiveShell, magics: AgentMagics, sim: Simulator) -> None:
     """--budget caps the cell's spend: a call whose worst case does not fit is refused, never sent."""
-    with pytest.raises(AgentRunFailed, match="refused before sending"):
+    with pytest.raises(AgentRunFailed, match="refused before sending") as info:
         cell(shell, "code-reviewer --budget 0.000001 --quiet", "x")
     assert sim.requests == []
+    message = str(info.value)
+    assert message.count("code-reviewer") == 1, message  # once, not "code-reviewer: code-reviewer call:"
 
 
 def test_workflow_runs_steps_in_order(shell: InteractiveShell, magics: AgentMagics) -> None:
@@ -477,3 +479,50 @@ def test_a_malformed_bundle_is_a_usage_error(
         UsageError, match=r"deep\.json: not a readable JSON bundle: nested more than 100 levels"
     ):
         shell.run_line_magic("agent", f"cache import {deep}")
+
+
+def test_package_warnings_are_one_readable_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """In a notebook the package's warnings print as one "claude_force_nb: ..." line, without the internal
+    file and source line; other warnings keep Python's format."""
+    import warnings
+
+    from claude_force_nb import UnpricedModelWarning
+    from claude_force_nb._magic import _install_warning_format
+
+    with warnings.catch_warnings(record=True) as others:
+        warnings.simplefilter("always")
+        _install_warning_format()
+        _install_warning_format()  # idempotent: a second %load_ext does not wrap twice
+        warnings.warn("model 'x' is not in the rate card", UnpricedModelWarning, stacklevel=1)
+        warnings.warn("someone else's", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err.splitlines() == ["claude_force_nb: model 'x' is not in the rate card"]
+    assert [str(w.message) for w in others] == ["someone else's"]  # handed on to the previous handler
+
+
+def test_agent_list_shows_every_workflow_step(
+    shell: InteractiveShell, magics: AgentMagics, tmp_path: Path
+) -> None:
+    """`%agent list` shows a long workflow's steps in full (pandas would cut the column at 50 characters)."""
+    from IPython.utils.capture import capture_output
+
+    from .conftest import write_claude_dir
+
+    steps = ["bug-investigator", "fixer", "code-reviewer", "bug-investigator", "fixer", "code-reviewer"]
+    config = write_claude_dir(tmp_path / "long", workflows={"long-one": steps})
+    magics.session.update(config_path=str(config))
+    with capture_output() as captured:
+        shell.run_line_magic("agent", "list")
+    shown = "\n".join(str(value) for output in captured.outputs for value in output.data.values())
+    assert " → ".join(steps) in shown
+
+
+def test_make_lab_allows_root_only_as_root() -> None:
+    """`make lab` passes --allow-root to Jupyter when run as root (Jupyter refuses root without it), and only
+    then."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    command = subprocess.run(["make", "-n", "lab"], cwd=root, capture_output=True, text=True, check=True)
+    lab_line = [line for line in command.stdout.splitlines() if "jupyter lab" in line][-1]
+    assert ("--allow-root" in lab_line) == (os.geteuid() == 0)

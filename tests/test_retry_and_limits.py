@@ -98,7 +98,7 @@ async def test_budget_reserves_settles_and_refuses() -> None:
     at zero is refused at once, holding nothing."""
     budget = Budget(1.0)
     first = await budget.reserve(0.6, what="a")
-    with pytest.raises(BudgetExceededError, match=r"b: refused before sending.*\$1\.0000 left"):
+    with pytest.raises(BudgetExceededError, match=r"b refused before sending.*\$1\.0000 left"):
         await budget.reserve(1.5, what="b")
     assert budget.reserved_usd == pytest.approx(0.6)
     budget.settle(first, 0.1)
@@ -127,7 +127,7 @@ async def test_budget_waits_for_holds_to_settle_instead_of_refusing() -> None:
     await asyncio.sleep(0)
     assert not late.done()
     budget.settle(granted, math.nan)  # the hold is kept whole as spent: 0.2 + 0.5 leaves 0.3 < 0.5
-    with pytest.raises(BudgetExceededError, match="c: refused before sending"):
+    with pytest.raises(BudgetExceededError, match="c refused before sending"):
         await late
     assert budget.spent_usd == pytest.approx(0.7) and budget.reserved_usd == 0 and budget.waiting == 0
 

@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
 from claude_force_nb import define_agent
 from claude_force_nb._display import BatchTable, Throttle, refresh_interval
 from claude_force_nb._events import RunEvent
 from claude_force_nb._loop import run_blocking
 from claude_force_nb._records import RunRecord
-from claude_force_nb._session import NotebookSession, SessionSettings, find_config
+from claude_force_nb._session import NotebookSession, SessionSettings, find_config, reset_session
 from claude_force_nb.sim import Simulator
 
 from .conftest import write_claude_dir
@@ -173,3 +174,31 @@ def test_run_log_file_is_private(sim: Simulator, monkeypatch: pytest.MonkeyPatch
     assert "runs.sqlite" in modes and set(modes.values()) == {0o600}, modes
     for folder in (tmp_path / "made", tmp_path / "made" / "for"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_sim_latency_slows_the_sessions_simulator(shell: InteractiveShell) -> None:
+    """`%config AgentMagics.sim_latency = 20` restarts the session's simulator 20 times slower: a call then
+    takes at least 20 × the default time to its first token (and the setting is refused when negative)."""
+    from claude_force_nb._magic import AgentMagics
+    from claude_force_nb._session import SIM_TTFT_S
+
+    session = NotebookSession(announce=lambda _: None)
+    reset_session(session)
+    magics = AgentMagics(shell=shell, session=session)
+    shell.register_magics(magics)
+    define_agent("a", "x")
+    try:
+        fast = run_blocking(session.orchestrator().execute_agent("a", "hello", max_tokens=20))
+        first = session.simulator
+        shell.run_line_magic("config", "AgentMagics.sim_latency = 20")
+        assert session.settings.sim_latency == 20
+        slow = run_blocking(session.orchestrator().execute_agent("a", "hello again", max_tokens=20))
+        assert session.simulator is not first and session.simulator is not None
+        assert session.simulator.config.ttft_s == pytest.approx(SIM_TTFT_S * 20)
+        assert fast.success and slow.success
+        assert slow.latency_s >= SIM_TTFT_S * 20 > fast.latency_s
+        shell.run_line_magic("config", "AgentMagics.sim_latency = -1")  # %config logs the refusal
+        assert session.settings.sim_latency == 20
+    finally:
+        session.close()
+        reset_session(None)

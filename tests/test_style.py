@@ -129,3 +129,31 @@ def test_live_table_is_skipped_by_mathjax_and_uses_the_palette() -> None:
     assert f"class='cfnb-table {MATH_IGNORE}'" in rendered
     for status in ("succeeded", "failed"):
         assert STATUS_COLOURS[status] in rendered and status_badge(status) in rendered
+
+
+def test_json_fan_out_shows_one_json_view_per_agent() -> None:
+    """`-f json` on a fan-out: a JSON block under each agent (no literal `## agent` text), `.value` a dict by
+    agent; an answer that is not JSON is shown as text with a note."""
+    results = [_result("a", '{"score": 3}', 0.001), _result("b", "```json\n[1, 2]\n```", 0.001)]
+    run = AgentRun(results, kind="fanout", fmt="json")
+    bundle = run._repr_mimebundle_()
+    assert run.value == {"a": {"score": 3}, "b": [1, 2]}
+    assert '#### a\n\n```json\n{\n  "score": 3\n}\n```' in bundle["text/markdown"]
+    assert "#### b\n\n```json\n[\n  1,\n  2\n]\n```" in bundle["text/markdown"]
+    assert "##" not in bundle["text/plain"]
+    mixed = AgentRun([results[0], _result("c", "Sorry, $5.", 0.001)], kind="fanout", fmt="json")
+    shown = mixed._repr_mimebundle_()
+    assert "not JSON; shown as text" in shown["text/markdown"] and bare_dollars(shown["text/markdown"]) == 0
+    with pytest.raises(ValueError, match="c's answer is not JSON"):
+        _ = mixed.value
+
+
+def test_code_format_without_a_fenced_block_shows_the_text_with_a_note() -> None:
+    """`-f code` on prose: no Python highlighting of prose; the text is shown with a note saying why."""
+    prose = AgentRun([_result("a", "Use a dict; it costs $1 less.", 0.001)], fmt="code")
+    bundle = prose._repr_mimebundle_()
+    assert "```python" not in bundle["text/markdown"]
+    assert "no fenced code block in the answer; shown as text" in bundle["text/markdown"]
+    assert bundle["text/plain"].startswith("Use a dict")
+    code = AgentRun([_result("a", "Here:\n```python\nx = 1\n```", 0.001)], fmt="code")
+    assert code._repr_mimebundle_()["text/markdown"] == "```python\nx = 1\n```"

@@ -103,15 +103,17 @@ class AgentRun:
 
     @property
     def value(self) -> Any:
-        """The answer parsed as JSON (the first fenced block if the answer is not bare JSON)."""
-        text = self.text.strip()
-        try:
-            return json.loads(text)
-        except ValueError:
-            block = _CODE_BLOCK.search(text)
-            if block is None:
-                raise ValueError("the answer is not JSON") from None
-            return json.loads(block.group(1))
+        """The answer parsed as JSON (the first fenced block if the answer is not bare JSON); for a fan-out,
+        a dict of each agent's parsed answer. ValueError (naming the agent) if an answer is not JSON."""
+        if self.kind == "fanout":
+            parsed = {}
+            for r in self.results:
+                try:
+                    parsed[r.agent_name] = parse_json_answer(r.output if r.success else "")
+                except ValueError:
+                    raise ValueError(f"{r.agent_name}'s answer is not JSON") from None
+            return parsed
+        return parse_json_answer(self.text)
 
     @property
     def code(self) -> str:
@@ -199,16 +201,59 @@ class AgentRun:
         if self.format == "text":
             return {"text/plain": plain}
         if self.format == "json":
+            if self.kind == "fanout":
+                return self._json_per_agent()
             try:
                 return {"application/json": self.value, "text/plain": json.dumps(self.value, indent=2)}
             except ValueError:
-                return {"text/plain": plain}
+                return self._as_text_with_note("the answer is not JSON")
         if self.format == "code":
+            if _CODE_BLOCK.search(self.text) is None:
+                return self._as_text_with_note("no fenced code block in the answer")
             return {"text/markdown": f"```python\n{self.code}\n```", "text/plain": self.code}
         return {"text/markdown": self._markdown(), "text/plain": plain}
 
+    def _as_text_with_note(self, why: str) -> dict[str, Any]:
+        """The answer as it was written (not highlighted as code, not parsed), with a note saying why."""
+        note = f"{why}; shown as text"
+        return {
+            "text/markdown": f"{self._markdown()}\n\n{small_note(note)}",
+            "text/plain": f"{self.text}\n\n({note})",
+        }
+
+    def _json_per_agent(self) -> dict[str, Any]:
+        """A fan-out with -f json: one JSON block per agent (or its text, with a note, when not JSON)."""
+        sections, plain, values = [], [], {}
+        for r in self.results:
+            try:
+                value = parse_json_answer(r.output if r.success else "")
+            except ValueError:
+                reason = r.output if r.success else f"failed: {r.error or r.status}"
+                sections.append(f"#### {r.agent_name}\n\n{escape_markdown_math(reason)}\n\n")
+                sections[-1] += small_note("not JSON; shown as text")
+                plain.append(f"{r.agent_name}: (not JSON) {reason}")
+                continue
+            values[r.agent_name] = value
+            dumped = json.dumps(value, indent=2, ensure_ascii=False)
+            sections.append(f"#### {r.agent_name}\n\n```json\n{dumped}\n```")
+            plain.append(f"{r.agent_name}:\n{dumped}")
+        markdown = math_safe_markdown("\n\n".join(sections)) + "\n\n" + small_note(self.summary())
+        return {"text/markdown": markdown, "text/plain": "\n\n".join(plain)}
+
     def __repr__(self) -> str:
         return f"AgentRun({self.summary()})"
+
+
+def parse_json_answer(text: str) -> Any:
+    """An answer as JSON: the whole text, else its first fenced block; ValueError if neither parses."""
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        block = _CODE_BLOCK.search(text)
+        if block is None:
+            raise ValueError("the answer is not JSON") from None
+        return json.loads(block.group(1))
 
 
 def _failure(agent: str, reason: str) -> str:

@@ -20,6 +20,10 @@ ClaudeForceError
     └── MalformedResponseError         an answer we could not parse
 ```
 
+Warnings have one base, `ClaudeForceWarning` (UserWarning): `UnpricedModelWarning` and the transport
+fallback. In a notebook (`%load_ext`) each is shown as one line, "claude_force_nb: ...", not with the
+internal file and source line Python's default format adds.
+
 SDK exceptions never leak out of the backend: `claude_force_nb._backends.anthropic` translates them with
 `raise ... from exc`, so callers match on this tree and still see the original in `__cause__`. The notebook
 layer turns user-input errors (ConfigError, UnknownAgentError, bad options) into IPython `UsageError`.
@@ -47,6 +51,7 @@ __all__ = [
     "CacheUnavailableError",
     "CallFailedError",
     "ClaudeForceError",
+    "ClaudeForceWarning",
     "ConfigError",
     "ConnectionFailedError",
     "MalformedResponseError",
@@ -209,3 +214,7 @@ class AttemptTimeoutError(BackendError):
 
 class MalformedResponseError(BackendError):
     """The API answered 2xx with a body we could not understand. Not retried: it is not a known transient."""
+
+
+class ClaudeForceWarning(UserWarning):
+    """The base of the package's warnings (shown as one readable line in a notebook)."""

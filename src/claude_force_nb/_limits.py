@@ -110,8 +110,8 @@ class Budget:
             return Reservation(0.0)
         if math.isnan(worst_case_usd):
             raise BudgetExceededError(
-                f"{what}: the model is not in the rate card, so its cost cannot be bounded and a budget "
-                "cannot be enforced; add its prices (pricing=...) or run without budget_usd"
+                f"{what} refused: the model is not in the rate card, so its cost cannot be bounded and a "
+                "budget cannot be enforced; add its prices (pricing=...) or run without budget_usd"
             )
         if self.spent_usd + worst_case_usd > limit + _EPSILON:
             raise self._refusal(worst_case_usd, what)
@@ -176,7 +176,7 @@ class Budget:
     def _refusal(self, worst_case_usd: float, what: str) -> BudgetExceededError:
         limit = self.limit_usd or 0.0
         return BudgetExceededError(
-            f"{what}: refused before sending; its worst case ${worst_case_usd:.4f} exceeds the "
+            f"{what} refused before sending: its worst case ${worst_case_usd:.4f} exceeds the "
             f"${max(limit - self.spent_usd, 0.0):.4f} left of the ${limit:.2f} budget even once the "
             f"calls in flight settle (spent ${self.spent_usd:.4f}, ${self.reserved_usd:.4f} held by calls "
             "in flight)"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_type_hints
@@ -28,7 +30,13 @@ from ._calls import CallSpec
 from ._display import AgentRun, StreamView, TableView, figure_png, format_cost
 from ._estimate import estimate_calls
 from ._events import RunEvent
-from ._exceptions import AgentRunFailed, AgentRunInterrupted, ClaudeForceError, ConfigError
+from ._exceptions import (
+    AgentRunFailed,
+    AgentRunInterrupted,
+    ClaudeForceError,
+    ClaudeForceWarning,
+    ConfigError,
+)
 from ._limits import Budget
 from ._loop import run_blocking, spawn
 from ._orchestrator import AsyncAgentOrchestrator
@@ -533,9 +541,10 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             [{"workflow": name, "steps": " → ".join(steps)} for name, steps in orch.workflows.items()],
             columns=["workflow", "steps"],
         )
-        display(agents)
-        if len(workflows):
-            display(workflows)
+        with pd.option_context("display.max_colwidth", None):  # every step of a workflow, never "…"
+            display(agents)
+            if len(workflows):
+                display(workflows)
         return None
 
     def _cmd_runs(self) -> Any:
@@ -685,10 +694,44 @@ def _subscribe(
     return orch.events.subscribe(on_event)
 
 
+def show_warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+    *,
+    fallback: Callable[..., None] | None = None,
+) -> None:
+    """`warnings.showwarning` for the notebook: the package's own warnings as one line on stderr,
+    "claude_force_nb: ..." (no internal file name and source line); every other warning as before."""
+    if issubclass(category, ClaudeForceWarning):
+        print(f"claude_force_nb: {message}", file=file if file is not None else sys.stderr)
+        return
+    (fallback or _default_showwarning)(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _install_warning_format() -> None:
+    previous = warnings.showwarning
+    if getattr(previous, "__wrapped_by_cfnb__", False):
+        return
+
+    def show(*args: Any, **kwargs: Any) -> None:
+        show_warning_line(*args, **kwargs, fallback=previous)
+
+    show.__wrapped_by_cfnb__ = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext claude_force_nb`: register `%agent`/`%%agent` and the alias `%claude_agent`."""
     magics = AgentMagics(shell=ipython)
     ipython.register_magics(magics)
+    _install_warning_format()
     ipython.register_magic_function(magics.agent, "line_cell", "claude_agent")
     magics.session.announce_mode()
 

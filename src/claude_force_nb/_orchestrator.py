@@ -701,7 +701,8 @@ class AsyncAgentOrchestrator:
             return
         worst = self._worst_case(request)
         for budget in budgets:  # always in this order, so two calls never wait on each other's holds
-            label = f"{call.agent} {'retry' if retry else 'call'}"
+            # no agent name here: every view of a call's error already names its agent
+            label = "retry" if retry else "call"
             if budget is not self.budget:
                 label += " (this run's budget)"
             held.append((budget, await budget.reserve(worst, what=label, priority=priority)))

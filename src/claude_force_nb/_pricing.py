@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from ._exceptions import ConfigError
+from ._exceptions import ClaudeForceWarning, ConfigError
 from ._request import Usage
 
 __all__ = [
@@ -68,7 +68,7 @@ When = datetime | date | float | None
 for now."""
 
 
-class UnpricedModelWarning(UserWarning):
+class UnpricedModelWarning(ClaudeForceWarning):
     """A model with no entry in the rate card: its calls are recorded with cost NaN."""
 
 

@@ -74,6 +74,7 @@ _REBUILD_FIELDS = frozenset(
         "enable_cache",
         "config_path",
         "offline",
+        "sim_latency",
         "requests_per_minute",
         "prompt_caching",
     }
@@ -112,6 +113,9 @@ class SessionSettings:
     stream: bool = True
     replay: bool = False
     max_template_chars: int = DEFAULT_MAX_TEMPLATE_CHARS
+    sim_latency: float = 1.0
+    """How much slower than its default (SIM_TTFT_S to the first token, SIM_PER_TOKEN_S a token) the
+    session's simulator answers: 10 makes a call last several seconds, time to try Cancel or an interrupt."""
 
     def __post_init__(self) -> None:
         validate_settings(self)
@@ -171,6 +175,10 @@ SETTING_OPTIONS: dict[str, SettingOption] = {
     "max_template_chars": SettingOption(
         "Largest text one {{name}} in a cell may expand to; a larger value is refused, not sent."
     ),
+    "sim_latency": SettingOption(
+        "The bundled simulator's latency, as a multiple of its default (10: calls take seconds, so Cancel "
+        "and interrupts can be tried); applies to the next call."
+    ),
 }
 """The settings offered as `%config` options, with their help. The other fields are set by their own
 commands (`replay` by `%agent cache replay on|off`)."""
@@ -215,6 +223,7 @@ _SETTING_CHECKS: dict[str, Callable[[str, Any], object]] = {
     "stream": check_bool,
     "replay": check_bool,
     "max_template_chars": lambda n, v: check_int(n, v, minimum=1),
+    "sim_latency": lambda n, v: check_number(n, v, minimum=0.0),
 }
 """One check per setting (type, finiteness, range), shared by the session, `%config` and the panel."""
 
@@ -308,8 +317,8 @@ class NotebookSession:
             orch.model, orch.max_tokens = new.model, new.max_tokens
             if orch.cache is not None:
                 orch.cache.replay = new.replay
-        if "offline" in changed:
-            self._close_endpoint()
+        if "offline" in changed or ("sim_latency" in changed and self._simulator is not None):
+            self._close_endpoint()  # the next call starts a simulator with the new latency
         if "budget_usd" in changed:
             self.set_budget(new.budget_usd)
         if "runlog_path" in changed:
@@ -386,7 +395,10 @@ class NotebookSession:
 
             # The simulator answers 404 for the models the rate card says are retired today, as the API does.
             retired = [m for m in RateCard.default().models if _retired_today(m)]
-            simulator = serve(ttft_s=SIM_TTFT_S, per_token_s=SIM_PER_TOKEN_S, retired_models=retired)
+            slower = self.settings.sim_latency
+            simulator = serve(
+                ttft_s=SIM_TTFT_S * slower, per_token_s=SIM_PER_TOKEN_S * slower, retired_models=retired
+            )
             simulator.__enter__()
             atexit.register(simulator.close)
             self._simulator = simulator

@@ -41,6 +41,7 @@ def test_entries_frame_content(tmp_path: Path, clock: FakeClock) -> None:
         assert list(cache.entries_frame().columns) == [
             "key",
             "agent",
+            "task",
             "model",
             "bytes",
             "created",
@@ -55,6 +56,7 @@ def test_entries_frame_content(tmp_path: Path, clock: FakeClock) -> None:
         (row,) = frame.to_dict("records")
         assert cache.key(make_request("x")).startswith(row["key"])
         assert (row["agent"], row["model"], row["hits"]) == ("writer", "claude-sonnet-5-5", 1)
+        assert row["task"] == "x"
         assert row["bytes"] == cache.stats().size_bytes
         assert row["expires_in_s"] == 7200 - 60
         assert row["last_access"] - row["created"] == pd.Timedelta(seconds=60)
@@ -67,3 +69,29 @@ def test_all_is_sorted_and_complete() -> None:
     for name in names:
         assert hasattr(cache_pkg, name)
     assert {"ResponseCache", "CacheHit", "CacheStats", "request_key"} <= set(names)
+
+
+def test_entries_frame_previews_each_task_on_one_line(tmp_path: Path, clock: FakeClock) -> None:
+    """The task column shows the start of the task (which answer survived an eviction), on one line, without
+    the prompt's <task> wrapper; an entry whose signature fails is not decoded."""
+    long_task = "<task>\nReview the payment module\nfor rounding errors " + "and more " * 20 + "</task>"
+    with ResponseCache("disk", cache_dir=tmp_path, secret="s", clock=clock) as cache:
+        cache.put(make_request(long_task), make_completion(), agent="a", cost_usd=0.0, latency_s=1.0)
+        (row,) = cache.entries_frame().to_dict("records")
+    assert row["task"].startswith("Review the payment module for rounding errors and more")
+    assert len(row["task"]) == 60 and row["task"].endswith("…") and "\n" not in row["task"]
+    with ResponseCache("disk", cache_dir=tmp_path, secret="another secret", clock=clock) as other:
+        (row,) = other.entries_frame().to_dict("records")
+    assert row["task"] == "(unverified entry)"
+
+
+def test_stats_repr_rounds_but_values_stay_exact(tmp_path: Path, clock: FakeClock) -> None:
+    """`CacheStats` prints $0.003938, not 0.003938400000000001; the attribute keeps the exact sum."""
+    with ResponseCache("memory", secret="s", clock=clock) as cache:
+        for task, cost in (("a", 0.0012), ("b", 0.0027384)):
+            cache.put(make_request(task), make_completion(), agent="a", cost_usd=cost, latency_s=1.0 / 3)
+            cache.get(make_request(task), agent="a")
+        stats = cache.stats()
+    assert stats.cost_saved_usd == 0.0012 + 0.0027384
+    assert "cost_saved_usd=$0.003938," in repr(stats)
+    assert "time_saved_s=0.67 s" in repr(stats) and "hit_rate=100.0%" in repr(stats)

@@ -21,6 +21,7 @@ from .._exceptions import (
     APICallError,
     AttemptTimeoutError,
     BackendError,
+    ClaudeForceWarning,
     ConnectionFailedError,
     MalformedResponseError,
 )
@@ -130,7 +131,7 @@ def _http_client(transport: Transport, limits: Any) -> Any:
                 "calls go through its httpx transport at about half the calls per second; reinstall "
                 "claude-force-nb (it depends on anthropic[aiohttp]) to get it back, or pass "
                 "transport='httpx' to choose httpx on purpose",
-                UserWarning,
+                ClaudeForceWarning,
                 stacklevel=4,
             )
     return anthropic.DefaultAsyncHttpxClient(limits=limits)

@@ -54,6 +54,7 @@ from .entry import (
     CorruptEntryError,
     check_cacheable,
     decode_entry,
+    decode_request,
     encode_entry,
     mac_ok,
 )
@@ -62,7 +63,7 @@ from .key import keyed_request, request_key
 from .memory import MemorySlot, MemoryTier
 from .policy import DEFAULT_REDIS_PREFIX, CacheSettings, is_expired
 from .secret import resolve_secret
-from .stats import CacheCounters, CacheStats, entries_frame
+from .stats import CacheCounters, CacheStats, entries_frame, task_preview
 from .store import CorruptRow, LookupResult, PersistentStore, PutItem, StoredRow, Touch, WriteOutcome
 from .touches import TouchBatch
 
@@ -519,8 +520,18 @@ class ResponseCache:
         return sound
 
     def entries_frame(self) -> pd.DataFrame:
-        """One row per entry: key (prefix), agent, model, bytes, created, last_access, hits, expires_in_s."""
-        return entries_frame(self._rows(), now=self._clock())
+        """One row per entry: key (prefix), agent, task (the start of the task), model, bytes, created,
+        last_access, hits, expires_in_s."""
+        return entries_frame(self._rows(), now=self._clock(), preview=self._task_preview)
+
+    def _task_preview(self, row: StoredRow) -> str:
+        # Only a value whose MAC checks out is decoded (the rule of entry.py); anything else says so.
+        if not mac_ok(self._secret, row.key, row.value):
+            return "(unverified entry)"
+        try:
+            return task_preview(decode_request(row.value))
+        except CorruptEntryError:
+            return "(undecodable entry)"
 
     def clear(self) -> int:
         """Remove every entry this cache stores (its own rows/keys only; other files are left alone).

@@ -14,6 +14,7 @@ unknown model does not turn the total into NaN.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from .store import StoredRow
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CacheCounters", "CacheStats", "entries_frame"]
+__all__ = ["CacheCounters", "CacheStats", "entries_frame", "task_preview"]
 
 _FRAME_KEY_CHARS = 16
 
@@ -49,6 +50,22 @@ class CacheStats:
     memory_size_bytes: int
     errors: int = 0
     """Store operations that failed or ran past the cache's deadline (counted as misses or skipped stores)."""
+
+    def __repr__(self) -> str:
+        """The numbers as a person reads them (the attributes and `to_frame()` keep the exact values):
+        a rate as a percentage, dollars to four significant figures, seconds to two decimals."""
+        shown = []
+        for name, value in asdict(self).items():
+            if name == "hit_rate":
+                text = f"{value:.1%}"
+            elif name == "cost_saved_usd":
+                text = "unpriced" if math.isnan(value) else f"${value:.4g}"
+            elif name == "time_saved_s":
+                text = f"{value:.2f} s"
+            else:
+                text = repr(value)
+            shown.append(f"{name}={text}")
+        return f"CacheStats({', '.join(shown)})"
 
     def to_frame(self) -> pd.DataFrame:
         """One-row DataFrame of these numbers (pandas is imported here, not at package import)."""
@@ -80,16 +97,38 @@ class CacheCounters:
         return self.hits / lookups if lookups else 0.0
 
 
-def entries_frame(rows: list[StoredRow], *, now: float) -> pd.DataFrame:
-    """One row per entry, most recently accessed first: key (prefix), agent, model, bytes, created,
-    last_access, hits, expires_in_s. Times are UTC timestamps; pandas is imported here, lazily."""
+TASK_PREVIEW_CHARS = 60
+
+
+def task_preview(request: object) -> str:
+    """The start of the last user turn of a stored semantic request, on one line (for tables)."""
+    messages = request.get("messages") if isinstance(request, dict) else None
+    turns = [m for m in messages or () if isinstance(m, dict) and m.get("role") == "user"]
+    content = turns[-1].get("content") if turns else ""
+    if isinstance(content, list):  # content blocks: their text parts
+        content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    text = " ".join(str(content).split())
+    for tag in ("<task>", "</task>"):  # the prompt's own wrapper says nothing about the task
+        text = text.replace(tag, " ").strip()
+    text = " ".join(text.split())
+    return text if len(text) <= TASK_PREVIEW_CHARS else text[: TASK_PREVIEW_CHARS - 1] + "…"
+
+
+def entries_frame(
+    rows: list[StoredRow], *, now: float, preview: Callable[[StoredRow], str] | None = None
+) -> pd.DataFrame:
+    """One row per entry, most recently accessed first: key (prefix), agent, task (a preview, when
+    `preview` is given), model, bytes, created, last_access, hits, expires_in_s. Times are UTC timestamps;
+    pandas is imported here, lazily."""
     import pandas as pd
 
     rows = sorted(rows, key=lambda r: r.last_access, reverse=True)
+    tasks = {"task": [preview(r) for r in rows]} if preview is not None else {}
     return pd.DataFrame(
         {
             "key": [r.key[:_FRAME_KEY_CHARS] for r in rows],
             "agent": [r.agent for r in rows],
+            **tasks,
             "model": [r.model for r in rows],
             "bytes": pd.Series([len(r.value) for r in rows], dtype="int64"),
             "created": pd.to_datetime([r.created for r in rows], unit="s", utc=True),

@@ -259,6 +259,31 @@ async def test_concurrent_calls_wait_for_held_budget_instead_of_being_refused(si
     assert orch.budget.reserved_usd == pytest.approx(0.0) and orch.budget.waiting == 0
 
 
+async def test_calls_waiting_for_the_budget_can_be_cancelled(sim: Simulator) -> None:
+    """Calls waiting for a hold to settle are cancellable: they end `cancelled` at $0 holding nothing, while
+    the call cancelled in flight keeps its reservation as spent (and shows it as its cost)."""
+    define_agent("a", "x")
+    sim.script(Fault("hang", hang_s=30), times=3)
+    async with make_orchestrator(sim, model="claude-sonnet-4-6", max_tokens=500) as orch:
+        worst = orch._worst_case(orch.build_request(CallSpec(agent="a", task="task 0")))
+        orch.budget.limit_usd = 1.5 * worst  # one hold at a time; the others wait for it
+        batch = asyncio.ensure_future(orch.execute_multiple([("a", f"task {i}") for i in range(3)]))
+        for _ in range(1000):
+            if orch.budget.waiting == 2 and len(sim.requests) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert orch.budget.waiting == 2 and len(sim.requests) == 1
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+    frame = orch.runs.to_frame()
+    assert list(frame["status"]) == ["cancelled"] * 3
+    assert sorted(frame["cost_is_estimate"]) == [False, False, True]
+    assert frame["cost_usd"].sum() == pytest.approx(orch.budget.spent_usd) == pytest.approx(worst)
+    assert orch.budget.waiting == 0 and orch.budget.reserved_usd == pytest.approx(0.0)
+    assert len(sim.requests) == 1
+
+
 async def test_budget_with_an_unpriced_model_refuses(sim: Simulator) -> None:
     """A budget cannot bound an unpriced model's cost, so the call is refused with that reason."""
     define_agent("a", "x")

@@ -633,6 +633,7 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
         print(
             f"Budget: {limit_text}; spent {format_cost(budget.spent_usd)}, "
             f"{format_cost(budget.reserved_usd)} held by calls in flight"
+            + (f", {budget.waiting} call(s) waiting for them to settle" if budget.waiting else "")
         )
 
     def _cmd_batches(self) -> Any:

@@ -567,7 +567,9 @@ class AsyncAgentOrchestrator:
         self._idle.clear()
         try:
             if cache is not None and not call.refresh:
-                if not cache.replay:
+                if (
+                    not cache.replay and not cache.off
+                ):  # a cache that is off serves no hits, shared ones included
                     key = cache.key(request)
                     leader = self._in_flight.get(key)
                     if leader is None:

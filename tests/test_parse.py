@@ -147,3 +147,7 @@ def test_a_template_value_above_the_limit_is_refused_with_its_size() -> None:
     assert "DataFrame of shape (50000, 2)" in message and "frame.head(20)" in message
     assert "max_template_chars" in message and "\n" not in message
     assert render_template("{{frame}}", lambda n: frame, max_chars=size).endswith("module")
+    with pytest.raises(
+        MagicInputError, match=r"\{\{text\}\} expands to 5,000 characters \(str\).*text\[:1000\]"
+    ):
+        render_template("{{text}}", lambda n: "x" * 5000, max_chars=4000)

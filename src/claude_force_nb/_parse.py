@@ -136,11 +136,14 @@ def render_template(text: str, lookup: Callable[[str], Any], *, max_chars: int |
 def _too_long(name: str, value: object, size: int, limit: int) -> str:
     shape = getattr(value, "shape", None)
     what = f"a {type(value).__name__} of shape {tuple(shape)}" if shape is not None else type(value).__name__
+    if hasattr(value, "head"):  # a DataFrame or Series
+        how = f'`small = {name}.head(20)`, one column `{name}["col"]` or a summary `{name}.describe()`'
+    else:
+        how = f"a part `small = {name}[:1000]` or a summary of it"
     return (
         f"{{{{{name}}}}} expands to {size:,} characters ({what}), above max_template_chars={limit:,} "
-        f"(about {limit // 4:,} tokens): pass less, e.g. `small = {name}.head(20)`, one column "
-        f'`{name}["col"]` or a summary `{name}.describe()`, then use {{{{small}}}}; or raise the limit '
-        "with %config AgentMagics.max_template_chars = N"
+        f"(about {limit // 4:,} tokens): pass less, e.g. {how}, then use {{{{small}}}}; or raise the "
+        "limit with %config AgentMagics.max_template_chars = N"
     )
 
 

@@ -526,3 +526,55 @@ def test_make_lab_allows_root_only_as_root() -> None:
     command = subprocess.run(["make", "-n", "lab"], cwd=root, capture_output=True, text=True, check=True)
     lab_line = [line for line in command.stdout.splitlines() if "jupyter lab" in line][-1]
     assert ("--allow-root" in lab_line) == (os.geteuid() == 0)
+
+
+def test_code_insert_puts_the_code_into_the_next_cell(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """`-f code --insert` hands the answer's code to `set_next_input` (a new cell below, as jupyter-ai)."""
+    shell.rl_next_input = None  # type: ignore[attr-defined]
+    run = cell(shell, "fixer -f code --insert --quiet", "Reply with a fenced python block.")
+    assert shell.rl_next_input == run.code  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="--insert goes with -f code"):
+        cell(shell, "fixer --insert", "x")
+
+
+def test_in_and_out_templates_read_the_history(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """`{{In[n]}}` and `{{Out[n]}}` put an earlier cell's input / output into the task; a cell without an
+    output is a one-line UsageError."""
+    shell.user_ns["In"] = ["", "total = sum(xs)", "total"]
+    shell.user_ns["Out"] = {2: 42}
+    cell(shell, "code-reviewer --quiet", "Review {{In[1]}} which gave {{Out[2]}}")
+    assert last_user_turn_for(sim, 0) == "<task>\nReview total = sum(xs) which gave 42\n</task>"
+    with pytest.raises(UsageError, match=r"\{\{Out\[9\]\}\}: cell 9 has no output"):
+        cell(shell, "code-reviewer", "{{Out[9]}}")
+
+
+def test_error_option_appends_the_last_traceback(
+    shell: InteractiveShell, magics: AgentMagics, sim: Simulator
+) -> None:
+    """`--error` adds the last exception's traceback to the task (jupyter-ai's `%ai error`)."""
+    shell.run_cell("def ratio(a, b):\n    return a / b\nratio(1, 0)")
+    cell(shell, "bug-investigator --error --quiet", "Why does this fail?")
+    task = last_user_turn_for(sim, 0)
+    assert task.startswith("<task>\nWhy does this fail?\n\nThe last error in the notebook:")
+    assert "ZeroDivisionError: division by zero" in task and "return a / b" in task
+
+
+def test_help_lists_cell_options_and_examples(
+    shell: InteractiveShell, magics: AgentMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`%agent help` shows the cell options (not only the line commands) and examples."""
+    shell.run_line_magic("agent", "help")
+    shown = capsys.readouterr().out
+    for option in ("--format", "--inputs", "--insert", "--error", "--budget", "--workflow"):
+        assert option in shown
+    assert "Examples:" in shown and "%agent list" in shown
+
+
+def test_an_unknown_option_names_the_closest_valid_ones(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """A misspelt option is refused with the nearest real ones."""
+    with pytest.raises(UsageError, match=r"--tempreture: did you mean --temperature\?"):
+        cell(shell, "code-reviewer --tempreture 0.2", "x")
+    with pytest.raises(UsageError, match=r"--zzzzzz: no such option"):
+        cell(shell, "code-reviewer --zzzzzz", "x")

@@ -259,6 +259,8 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
     )
     @argument("--poll", type=float, default=None, help="with --batch: seconds between status checks")
     @argument("--estimate", action="store_true", help="preview the cost (free token counts); run nothing")
+    @argument("--insert", action="store_true", help="with -f code: put the code into a new cell below")
+    @argument("--error", action="store_true", help="append the last exception's traceback to the task")
     @line_cell_magic
     def agent(self, line: str, cell: str | None = None) -> Any:
         """Run agents on the cell's text (the task), or manage the session with a line command.
@@ -268,7 +270,8 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
                      %%agent NAME --inputs df              (one call per row; {{column}} per row)
                      %%agent NAME --inputs df --batch      (the rows as a Message Batch, half price)
                      result << NAME ...  /  result= << NAME ...   (store / store and show)
-        `{{name}}` in the task is replaced by the variable `name`; `{x}` and `$x` stay as typed.
+        `{{name}}` in the task is replaced by the variable `name` (`{{In[3]}}`, `{{Out[3]}}`: an earlier
+        cell's input / output); `{x}` and `$x` stay as typed. `%agent help` lists the options.
 
         Line magic:  %agent list | runs | models | stats | cache ... | plot ... | panel | config | budget
                      | chat | batches | batch ... | help
@@ -281,6 +284,14 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             args = parse_argstring(self.agent, capture.rest)
         except ValueError as exc:  # shlex: an unterminated quote or a trailing escape
             raise UsageError(f"cannot read the %%agent line {shorten(capture.rest)}: {exc}") from None
+        except UsageError as exc:
+            raise UsageError(suggest_options(str(exc), _option_strings(self.agent.parser))) from None
+        if args.insert and (args.format or self.session.settings.default_format) != "code":
+            raise UsageError("--insert goes with -f code (it puts the answer's code into a new cell)")
+        if args.insert and args.bg:
+            raise UsageError("--insert cannot go with --bg: the new cell is made when the answer is in")
+        if args.error:
+            cell = with_last_error(cell)
         for option in ("agents", "workflow", "model", "system", "output", "chat", "inputs"):
             setattr(args, option, unquote(getattr(args, option)))
         try:
@@ -314,6 +325,8 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             if variable:
                 self._ns[variable] = interrupted.to_frame() if plan.kind == "inputs" else interrupted
             raise AgentRunInterrupted(interrupted) from None
+        if args.insert and self.shell is not None:
+            self.shell.set_next_input(run.code, replace=False)
         return self._conclude(run, plan, variable, show)
 
     def _batch_cell(
@@ -516,7 +529,12 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             raise UsageError(str(exc)) from None
 
     def _cmd_help(self) -> None:
-        print(LINE_USAGE)
+        options = "\n".join(
+            f"  {', '.join(action.option_strings):<22} {action.help}"
+            for action in self.agent.parser._actions
+            if action.option_strings and action.help and "-h" not in action.option_strings
+        )
+        print(f"{CELL_USAGE}\n\nCell options:\n{options}\n\n{CELL_EXAMPLES}\n\nLine commands:\n{LINE_USAGE}")
 
     def _cmd_list(self) -> Any:
         import pandas as pd
@@ -693,6 +711,57 @@ def _subscribe(
             handler(event)
 
     return orch.events.subscribe(on_event)
+
+
+CELL_USAGE = """\
+%%agent NAME[,NAME...] [options]     the cell body is the task; several names run concurrently (fan-out)
+%%agent --workflow NAME [options]    a configured workflow, step by step
+%%agent NAME --inputs df [options]   one call per row of a DataFrame / list of dicts
+result << NAME ...                   store the result in `result` (`result= << NAME` stores and shows)
+In the task, {{name}} is the variable `name` ({{df.shape}}, {{In[3]}}, {{Out[3]}} work too)."""
+
+CELL_EXAMPLES = """\
+Examples:
+  %%agent code-reviewer                  review what the cell says
+  %%agent code-reviewer,security-auditor -f json --quiet
+  %%agent fixer -f code --insert         the answer's code lands in a new cell below
+  %%agent bug-investigator --error       the last exception's traceback is added to the task
+  %%agent summarizer --inputs df         {{column}} per row; the result is a DataFrame"""
+
+_MAX_TRACEBACK_CHARS = 6000
+
+
+def with_last_error(task: str) -> str:
+    """The task with the session's last exception (type, message, traceback) appended, as `%ai error`
+    does; UsageError if nothing has failed yet. Long tracebacks keep their end, where the error is."""
+    import traceback
+
+    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if error is None:
+        raise UsageError("--error: no exception has been raised in this session yet")
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
+    if len(text) > _MAX_TRACEBACK_CHARS:
+        text = "…" + text[-_MAX_TRACEBACK_CHARS:]
+    task = task.strip() or "Explain this error and how to fix it."
+    return f"{task}\n\nThe last error in the notebook:\n```\n{text}\n```"
+
+
+def _option_strings(parser: Any) -> list[str]:
+    return [option for action in parser._actions for option in action.option_strings]
+
+
+def suggest_options(message: str, options: Sequence[str]) -> str:
+    """argparse's "unrecognized arguments: --tempreture 0.2" with the closest valid options named."""
+    import difflib
+
+    if "unrecognized arguments:" not in message:
+        return message
+    unknown = [w for w in message.split("unrecognized arguments:", 1)[1].split() if w.startswith("-")]
+    hints = []
+    for word in unknown:
+        close = difflib.get_close_matches(word.split("=", 1)[0], options, n=3, cutoff=0.7)
+        hints.append(f"{word}: did you mean {' or '.join(close)}?" if close else f"{word}: no such option")
+    return f"{message}\n" + "\n".join(hints) + "\n(`%agent help` lists the options)" if hints else message
 
 
 def show_warning_line(

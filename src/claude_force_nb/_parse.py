@@ -36,7 +36,11 @@ __all__ = [
 FORMATS = ("markdown", "markdown+math", "text", "json", "code")
 
 _CAPTURE = re.compile(r"\s*(?P<var>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<show>=)?\s*<<\s*(?P<rest>.*)", re.S)
-_TEMPLATE = re.compile(r"\{\{\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}\}")
+# {{name}}, {{name.attr}} and an integer subscript on the root: {{In[3]}}, {{Out[3]}} (jupyter-ai's {In[3]})
+_TEMPLATE = re.compile(
+    r"\{\{\s*(?P<name>(?P<root>[A-Za-z_][A-Za-z0-9_]*)(?:\[\s*(?P<index>-?\d+)\s*\])?"
+    r"(?P<attrs>(?:\.[A-Za-z_][A-Za-z0-9_]*)*))\s*\}\}"
+)
 
 
 class MagicInputError(ValueError):
@@ -106,13 +110,15 @@ def render_template(text: str, lookup: Callable[[str], Any], *, max_chars: int |
     """
 
     def replace(match: re.Match[str]) -> str:
-        path = match["name"].split(".")
+        path = [match["root"], *match["attrs"].split(".")[1:]]
         try:
             value = lookup(path[0])
         except KeyError:
             raise MagicInputError(
                 f"{{{{{path[0]}}}}} is not defined: assign {path[0]} in a cell first, or remove the braces"
             ) from None
+        if match["index"] is not None:
+            value = _subscript(value, match["root"], int(match["index"]))
         for attribute in path[1:]:
             try:
                 value = getattr(value, attribute)
@@ -145,6 +151,17 @@ def _too_long(name: str, value: object, size: int, limit: int) -> str:
         f"(about {limit // 4:,} tokens): pass less, e.g. {how}, then use {{{{small}}}}; or raise the "
         "limit with %config AgentMagics.max_template_chars = N"
     )
+
+
+def _subscript(value: Any, root: str, index: int) -> Any:
+    """`value[index]` for `{{In[3]}}` / `{{Out[3]}}` (IPython's input list and output dict)."""
+    try:
+        return value[index]
+    except (KeyError, IndexError):
+        why = f"cell {index} has no output" if root == "Out" else f"{root} has no item {index}"
+        raise MagicInputError(f"{{{{{root}[{index}]}}}}: {why}") from None
+    except TypeError:
+        raise MagicInputError(f"{{{{{root}[{index}]}}}}: {root} cannot be indexed") from None
 
 
 def rows_from_inputs(value: object, *, name: str) -> list[dict[str, Any]]:

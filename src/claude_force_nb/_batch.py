@@ -681,6 +681,9 @@ async def submit_batch(
             for index, plan, cache_key, canonical in keyed
         ],
     )
+    # The planning lists (canonical request bytes above all) are not needed any more: free them before the
+    # SDK builds the batch body, the high-water mark of a large job's memory.
+    del keyed, plans, specs
     await job._send(misses)
     return job
 

@@ -13,7 +13,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 
-from claude_force_nb import AgentRunFailed, define_agent
+from claude_force_nb import AgentRunFailed, ConfigError, define_agent
 from claude_force_nb._display import AgentRun
 from claude_force_nb._magic import AgentMagics, BackgroundRun
 from claude_force_nb.sim import Fault, Simulator
@@ -578,3 +578,13 @@ def test_an_unknown_option_names_the_closest_valid_ones(shell: InteractiveShell,
         cell(shell, "code-reviewer --tempreture 0.2", "x")
     with pytest.raises(UsageError, match=r"--zzzzzz: no such option"):
         cell(shell, "code-reviewer --zzzzzz", "x")
+
+
+def test_the_cache_deadline_is_a_config_option(magics: AgentMagics, shell: InteractiveShell) -> None:
+    """`%config AgentMagics.cache_timeout_s` reaches the session's cache; an unusable value is refused."""
+    shell.run_line_magic("config", "AgentMagics.cache_timeout_s = 0.25")
+    cache = magics.session.orchestrator().cache
+    assert cache is not None and cache.timeout_s == 0.25
+    with pytest.raises(ConfigError, match="cache_timeout_s"):
+        magics.session.update(cache_timeout_s=0.0)
+    assert magics.session.settings.cache_timeout_s == 0.25

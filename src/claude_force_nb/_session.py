@@ -21,6 +21,7 @@ from ._agents import AgentConfig, load_config
 from ._config import (
     DEFAULT_CACHE_BACKEND,
     DEFAULT_CACHE_MAX_SIZE_MB,
+    DEFAULT_CACHE_TIMEOUT_S,
     DEFAULT_CACHE_TTL_HOURS,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_TEMPLATE_CHARS,
@@ -71,6 +72,7 @@ _REBUILD_FIELDS = frozenset(
         "cache_dir",
         "cache_ttl_hours",
         "cache_max_size_mb",
+        "cache_timeout_s",
         "enable_cache",
         "config_path",
         "offline",
@@ -103,6 +105,7 @@ class SessionSettings:
     cache_dir: str = ""
     cache_ttl_hours: float = DEFAULT_CACHE_TTL_HOURS
     cache_max_size_mb: float = DEFAULT_CACHE_MAX_SIZE_MB
+    cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S
     budget_usd: float | None = None
     requests_per_minute: float | None = None
     default_format: str = "markdown"
@@ -164,6 +167,9 @@ SETTING_OPTIONS: dict[str, SettingOption] = {
     "cache_dir": SettingOption("Folder of the disk cache (default: the user's cache dir)."),
     "cache_ttl_hours": SettingOption("How long cached answers stay valid."),
     "cache_max_size_mb": SettingOption("Size cap of the response cache, in MB."),
+    "cache_timeout_s": SettingOption(
+        "Deadline of each cache lookup and store, in seconds; past it the call goes on without the cache."
+    ),
     "budget_usd": SettingOption("Session spending cap in dollars.", none_as=-1.0),
     "requests_per_minute": SettingOption("Client-side cap on requests per minute.", none_as=-1.0),
     "default_format": SettingOption(f"How answers are shown: {', '.join(_FORMATS)}.", choices=_FORMATS),
@@ -213,6 +219,7 @@ _SETTING_CHECKS: dict[str, Callable[[str, Any], object]] = {
     "cache_dir": check_path_text,
     "cache_ttl_hours": lambda n, v: check_number(n, v, above=0.0, unit="hours"),
     "cache_max_size_mb": lambda n, v: check_number(n, v, above=0.0, unit="MB"),
+    "cache_timeout_s": lambda n, v: check_number(n, v, above=0.0, unit="seconds"),
     "budget_usd": _optional(lambda n, v: check_number(n, v, minimum=0.0, unit="dollars")),
     "requests_per_minute": _optional(lambda n, v: check_number(n, v, above=0.0)),
     "default_format": _check_format,
@@ -436,6 +443,7 @@ class NotebookSession:
                     cache_dir=s.cache_dir or None,
                     cache_ttl_hours=s.cache_ttl_hours,
                     cache_max_size_mb=s.cache_max_size_mb,
+                    cache_timeout_s=s.cache_timeout_s,
                     requests_per_minute=s.requests_per_minute,
                     prompt_caching=s.prompt_caching,
                     run_log=self.run_log,

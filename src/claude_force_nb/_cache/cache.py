@@ -120,7 +120,8 @@ class ResponseCache:
         env = read_environment(environ)
         directory = Path(cache_dir).expanduser() if cache_dir is not None else env.cache_dir
         self.cache_dir: Path | None = directory if self.settings.kind == "disk" else None
-        self._guard = _guard_for(self.settings.kind, backend, directory, redis_prefix, timeout_s)
+        self.timeout_s = float(timeout_s)
+        self._guard = _guard_for(self.settings.kind, backend, directory, redis_prefix, self.timeout_s)
         self._secret = b""
         self._store: PersistentStore | None = None
         try:

@@ -129,3 +129,28 @@ def test_cache_timeout_must_be_a_positive_number(tmp_path: Path) -> None:
     for bad in (0, -1.0, float("nan"), float("inf"), "1"):
         with pytest.raises(ValueError, match="timeout_s"):
             ResponseCache("memory", timeout_s=bad)  # type: ignore[arg-type]
+
+
+def _overwrite_in_place(*paths: Path) -> None:
+    for path in paths:  # in place (not a new file): the open connection reads the garbage
+        with open(path, "r+b") as handle:
+            handle.write(b"garbage!" * 4096)
+
+
+async def test_a_cache_file_damaged_while_open_degrades_to_misses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database overwritten in place while a cache has it open: lookups become misses, stores are
+    skipped, one warning, `errors` counts them, closing is quiet."""
+    cache = ResponseCache("disk", cache_dir=tmp_path, secret="s", memory_max_size_mb=0)
+    await cache.aput(make_request("a"), make_completion(), agent="x", cost_usd=0.01, latency_s=1.0)
+    _overwrite_in_place(tmp_path / DB_FILE_NAME, tmp_path / (DB_FILE_NAME + "-wal"))
+    with caplog.at_level(logging.WARNING):
+        assert await cache.aget(make_request("a"), agent="x") is None
+        await cache.aput(make_request("b"), make_completion(), agent="x", cost_usd=0.01, latency_s=1.0)
+        assert cache.get(make_request("b"), agent="x") is None
+        stats = cache.stats()
+        await cache.aclose()
+    assert stats.errors >= 1 and stats.hits == 0 and stats.misses == 2
+    warnings = _cache_warnings(caplog)
+    assert len(warnings) == 1 and str(tmp_path / DB_FILE_NAME) in warnings[0], warnings

@@ -190,14 +190,15 @@ async def test_a_bad_item_fails_alone(sim: Simulator) -> None:
 
 
 async def test_http_errors_on_batch_calls_are_retried_by_our_policy(sim: Simulator) -> None:
-    """A 529 on create and a 500 on retrieve are retried (the SDK itself never retries)."""
+    """A 529 on create, a 500 on retrieve and a 429 on the results are retried (the SDK never retries)."""
     define_agent("a", "Answer briefly.")
     sim.script(Fault("overloaded"), times=1, match="/v1/messages/batches ")
     sim.script(Fault("server_error"), times=1, match="/v1/messages/batches/msgbatch")
+    sim.script(Fault("rate_limit", retry_after=0.01), times=1, match="/results")
     async with make_orchestrator(sim) as orch:
         results = await orch.execute_batch(calls(2), poll_interval=POLL)
     assert all(r.success for r in results)
-    assert sim.stats()["faults"] == {"overloaded": 1, "server_error": 1}
+    assert sim.stats()["faults"] == {"overloaded": 1, "rate_limit": 1, "server_error": 1}
     assert len(creates(sim)) == 1
 
 
@@ -343,3 +344,34 @@ async def test_interrupting_wait_leaves_the_batch_running_and_says_how_to_collec
             assert (await job.status()).processing_status == "in_progress"
             assert orch.budget.reserved_usd > 0
         assert not [r for r in stuck.requests if r["path"].endswith("/cancel")]
+
+
+async def test_a_request_the_api_refuses_fails_alone_with_the_api_message() -> None:
+    """An item that passes our checks but that the API refuses (an unknown model here) fails with the API's
+    error and is not resubmitted; the other items succeed."""
+    define_agent("a", "Answer briefly.")
+    with serve(models={"claude-haiku-5-5"}) as strict:
+        async with make_orchestrator(strict, model="claude-haiku-5-5") as orch:
+            job = await orch.submit_batch(
+                [("a", "fine"), {"agent": "a", "task": "odd", "model": "claude-sonnet-5-5"}]
+            )
+            results = await job.wait(poll_interval=POLL)
+    assert [r.success for r in results] == [True, False]
+    assert "not_found_error" in results[1].errors[0] and "claude-sonnet-5-5" in results[1].errors[0]
+    assert results[1].attempts == 1 and len(job.batch_ids) == 1
+
+
+async def test_a_retired_model_is_refused_before_sending_and_fails_alone(sim: Simulator) -> None:
+    """As for interactive calls, an item on a model the rate card says is retired fails before anything is
+    sent, naming the replacement; the other items go."""
+    define_agent("a", "Answer briefly.")
+    async with make_orchestrator(sim) as orch:
+        results = await orch.execute_batch(
+            [("a", "fine"), {"agent": "a", "task": "old", "model": "claude-sonnet-4-5"}], poll_interval=POLL
+        )
+    assert [r.success for r in results] == [True, False]
+    assert (
+        type(results[1].exception).__name__ == "RetiredModelError"
+        and "claude-sonnet-5-5" in results[1].errors[0]
+    )
+    assert sim.stats()["batch_items"] == 1

@@ -39,6 +39,7 @@ from ._exceptions import (
     BudgetExceededError,
     CacheMiss,
     ConfigError,
+    RetiredModelError,
 )
 from ._limits import Budget, Reservation
 from ._orchestrator import _settle
@@ -656,10 +657,18 @@ async def submit_batch(
         job._failed_locally += 1
     misses: list[_Item] = []
     for index, plan, cache_key, _ in keyed:
-        if not await _from_cache(job, index, plan.call, plan.request):
-            misses.append(
-                _Item(index, plan.call, plan.request, cache_key, _new_record(orch, plan.call, plan.request))
-            )
+        if await _from_cache(job, index, plan.call, plan.request):
+            continue
+        item = _Item(index, plan.call, plan.request, cache_key, _new_record(orch, plan.call, plan.request))
+        try:
+            orch._check_model(
+                plan.request.model
+            )  # a retired model is refused before sending, as interactively
+        except RetiredModelError as exc:
+            job._fail(item, exc)
+            job._failed_locally += 1
+            continue
+        misses.append(item)
     if not misses:
         return job
     try:

@@ -250,3 +250,12 @@ async def test_priority_slots_serve_the_best_priority_first() -> None:
     await asyncio.gather(*tasks[:3])
     assert order == ["retry", "first attempt", "late first attempt"]
     assert (slots.in_use, slots.waiting) == (0, 0)
+
+
+async def test_budget_holds_read_exactly_zero_once_settled() -> None:
+    """Adding and removing holds leaves no float residue: nothing held reads as exactly $0."""
+    budget = Budget(1.0)
+    holds = [await budget.reserve(amount, what="x") for amount in (0.1, 0.2, 0.3)]
+    for hold in holds:
+        budget.release(hold)
+    assert budget.reserved_usd == 0.0 and budget.remaining_usd == 1.0

@@ -140,7 +140,10 @@ class Budget:
         if not reservation.open:
             return
         reservation.open = False
-        self.reserved_usd = max(self.reserved_usd - reservation.amount, 0.0)
+        # Below the comparisons' slack, what is left is float noise from adding and removing holds: drop it,
+        # so the budget reads exactly 0 held once every hold has settled.
+        left = self.reserved_usd - reservation.amount
+        self.reserved_usd = left if left > _EPSILON else 0.0
         self.spent_usd += reservation.amount if math.isnan(actual_usd) else actual_usd
         self._serve_waiters()
 

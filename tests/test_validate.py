@@ -266,3 +266,10 @@ async def test_a_batch_poll_interval_is_checked_before_anything_is_submitted(sim
             with pytest.raises(ConfigError, match=r"^poll_interval must be a finite number of seconds > 0"):
                 await orch.execute_batch([("a", "x")], poll_interval=bad)
     assert sim.requests == []
+
+
+def test_every_setting_has_a_check() -> None:
+    """A SessionSettings field added without a check would take NaN or a wrong type silently."""
+    from claude_force_nb._session import _SETTING_CHECKS
+
+    assert set(_SETTING_CHECKS) == set(SessionSettings.__dataclass_fields__)

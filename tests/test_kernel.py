@@ -173,3 +173,31 @@ async def test_plots_render_images(kernel: Kernel) -> None:
     for which in ("latency", "cost", "cache", "timeline"):
         outputs = await kernel.run(f"%agent plot {which}")
         assert any("image/png" in o.get("data", {}) for o in outputs), which
+
+
+async def test_outputs_carry_provenance_into_the_saved_notebook(kernel: Kernel, sim: Simulator) -> None:
+    """Every %%agent output (streamed answer, fan-out summary line, quiet result) has its provenance in the
+    output metadata nbformat saves: agent, model, run id, cost, cache key, cached/replayed; `%agent runs N`
+    shows that cell's rows."""
+    await kernel.run("%%agent code-reviewer\nWhat is $5 in cents?")
+    await kernel.run("%%agent code-reviewer,bug-investigator\nCheck it")
+    await kernel.run("%%agent code-reviewer --quiet\nWhat is $5 in cents?")  # a cache hit of the first
+    saved = nbformat.reads(nbformat.writes(kernel.notebook), as_version=4)
+    found = []
+    for cell in saved.cells[1:]:
+        marks = [
+            o["metadata"].get("claude_force_nb")
+            or o["metadata"].get("text/markdown", {}).get("claude_force_nb")
+            for o in cell.outputs
+            if o["output_type"] in ("display_data", "execute_result")
+        ]
+        found.append([m for m in marks if m])
+    single, fan_out, hit = (marks[-1] for marks in found)
+    assert [c["agent"] for c in fan_out["calls"]] == ["code-reviewer", "bug-investigator"]
+    call = single["calls"][0]
+    assert call["model"] and call["run_id"] and call["cost_usd"] > 0 and len(call["cache_key"]) == 64
+    assert call["cached"] is False and call["replayed"] is False
+    assert hit["calls"][0]["cached"] is True and hit["calls"][0]["cache_key"] == call["cache_key"]
+    assert fan_out["cell"] == saved.cells[2].execution_count
+    await kernel.run(f"_rows = %agent runs {fan_out['cell']}")
+    assert sorted(await kernel.value("list(_rows['agent'])")) == ["bug-investigator", "code-reviewer"]

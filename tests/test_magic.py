@@ -82,7 +82,7 @@ def test_fan_out_runs_each_agent_on_the_task(
     """Several agents run concurrently on one task; the run renders each under its name."""
     run = cell(shell, "code-reviewer,bug-investigator --quiet", "what is wrong?")
     assert [r.agent_name for r in run.results] == ["code-reviewer", "bug-investigator"]
-    assert "#### code-reviewer" in run._repr_mimebundle_()["text/markdown"]
+    assert "#### code-reviewer" in run._repr_mimebundle_()[0]["text/markdown"]
     assert len(sim.requests) == 2
 
 
@@ -169,7 +169,7 @@ def test_formats_choose_the_mime_type(
 ) -> None:
     """-f picks how the answer is shown."""
     run = cell(shell, f"code-reviewer -f {fmt} --quiet", "x")
-    bundle = run._repr_mimebundle_()
+    bundle = run._repr_mimebundle_()[0]
     assert key in bundle
     if fmt == "text":
         assert set(bundle) == {"text/plain"}
@@ -184,7 +184,7 @@ def test_json_format_parses_fenced_json() -> None:
     )
     run = AgentRun([result], fmt="json")
     assert run.value == {"ok": [1, 2]}
-    assert run._repr_mimebundle_()["application/json"] == {"ok": [1, 2]}
+    assert run._repr_mimebundle_()[0]["application/json"] == {"ok": [1, 2]}
 
 
 def test_background_run_returns_a_handle(shell: InteractiveShell, magics: AgentMagics) -> None:
@@ -588,3 +588,25 @@ def test_the_cache_deadline_is_a_config_option(magics: AgentMagics, shell: Inter
     with pytest.raises(ConfigError, match="cache_timeout_s"):
         magics.session.update(cache_timeout_s=0.0)
     assert magics.session.settings.cache_timeout_s == 0.25
+
+
+def test_runs_of_one_cell(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """`%agent runs last` (or a cell number, or a batch id) shows only that cell's rows."""
+    cell(shell, "code-reviewer --quiet", "first")
+    run = cell(shell, "code-reviewer,fixer --quiet", "second")
+    frame = shell.run_line_magic("agent", "runs last")
+    assert sorted(frame["agent"]) == ["code-reviewer", "fixer"] and set(frame["task"]) == {"second"}
+    assert list(shell.run_line_magic("agent", f"runs {run.batch_id}")["run_id"]) == list(frame["run_id"])
+    assert len(shell.run_line_magic("agent", "runs")) == 3
+    with pytest.raises(UsageError, match="cell 9999 ran no %%agent calls"):
+        shell.run_line_magic("agent", "runs 9999")
+
+
+def test_provenance_is_the_outputs_metadata(shell: InteractiveShell, magics: AgentMagics) -> None:
+    """The result's display metadata names each call's agent, model, run id, cost and cache key."""
+    run = cell(shell, "code-reviewer,fixer --quiet", "x")
+    _data, metadata = shell.display_formatter.format(run)
+    calls = metadata["claude_force_nb"]["calls"]
+    assert [c["run_id"] for c in calls] == [r.run_id for r in run.results]
+    assert all(c["model"] and c["cost_usd"] > 0 and c["cached"] is False for c in calls)
+    assert metadata["claude_force_nb"]["batch_id"] == run.batch_id

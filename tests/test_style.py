@@ -83,7 +83,7 @@ def _result(agent: str, output: str, cost: float, *, status: str = "succeeded") 
 def test_workflow_summary_with_two_costs_is_not_maths() -> None:
     """The defect: a workflow's step list shows costs on every line; rendered, none is a maths delimiter."""
     steps = [_result("a", "step one", 0.002), _result("b", "It costs $5, not $3.", 0.0017)]
-    markdown = AgentRun(steps, kind="workflow", workflow="wf")._repr_mimebundle_()["text/markdown"]
+    markdown = AgentRun(steps, kind="workflow", workflow="wf")._repr_mimebundle_()[0]["text/markdown"]
     assert markdown.count(r"\$0.00") >= 3  # two step summaries and the run summary
     assert r"It costs \$5, not \$3." in markdown
     assert bare_dollars(markdown) == 0 and guarded(markdown)
@@ -94,7 +94,7 @@ def test_workflow_summary_with_two_costs_is_not_maths() -> None:
 def test_failures_and_fan_outs_are_escaped() -> None:
     """Error text (which quotes dollar amounts) and each fan-out answer are escaped too."""
     results = [_result("a", "$1 or $2", 0.001), _result("b", "", 0.0, status="refused")]
-    markdown = AgentRun(results, kind="fanout")._repr_mimebundle_()["text/markdown"]
+    markdown = AgentRun(results, kind="fanout")._repr_mimebundle_()[0]["text/markdown"]
     assert r"\$1 or \$2" in markdown and r"budget \$0.0010 left" in markdown
     assert bare_dollars(markdown) == 0 and guarded(markdown)
 
@@ -102,7 +102,7 @@ def test_failures_and_fan_outs_are_escaped() -> None:
 def test_markdown_math_format_typesets_answers_but_not_our_text() -> None:
     """`-f markdown+math` leaves the answer's `$x$` for MathJax; the summary stays escaped and skipped."""
     run = AgentRun([_result("a", "Euler: $e^{i\\pi} + 1 = 0$", 0.002)], fmt="markdown+math")
-    markdown = run._repr_mimebundle_()["text/markdown"]
+    markdown = run._repr_mimebundle_()[0]["text/markdown"]
     assert markdown.startswith("Euler: $e^{i\\pi} + 1 = 0$")
     note = markdown.split("\n\n")[-1]
     assert note.startswith(f'<small class="{MATH_IGNORE}">') and r"\$0.0020" in note
@@ -113,10 +113,10 @@ def test_magic_answer_with_dollars_renders_escaped(shell: InteractiveShell, magi
     and `-f markdown+math` keeps the answer's own dollars."""
     run = cell(shell, "code-reviewer --quiet", "Is $5 more than $3?")
     assert "$5 more than $3" in run.text
-    markdown = run._repr_mimebundle_()["text/markdown"]
+    markdown = run._repr_mimebundle_()[0]["text/markdown"]
     assert r"\$5 more than \$3" in markdown and bare_dollars(markdown) == 0
     raw = cell(shell, "code-reviewer --quiet -f markdown+math", "Is $5 more than $3?")
-    assert "$5 more than $3" in raw._repr_mimebundle_()["text/markdown"]
+    assert "$5 more than $3" in raw._repr_mimebundle_()[0]["text/markdown"]
 
 
 def test_live_table_is_skipped_by_mathjax_and_uses_the_palette() -> None:
@@ -136,13 +136,13 @@ def test_json_fan_out_shows_one_json_view_per_agent() -> None:
     agent; an answer that is not JSON is shown as text with a note."""
     results = [_result("a", '{"score": 3}', 0.001), _result("b", "```json\n[1, 2]\n```", 0.001)]
     run = AgentRun(results, kind="fanout", fmt="json")
-    bundle = run._repr_mimebundle_()
+    bundle = run._repr_mimebundle_()[0]
     assert run.value == {"a": {"score": 3}, "b": [1, 2]}
     assert '#### a\n\n```json\n{\n  "score": 3\n}\n```' in bundle["text/markdown"]
     assert "#### b\n\n```json\n[\n  1,\n  2\n]\n```" in bundle["text/markdown"]
     assert "##" not in bundle["text/plain"]
     mixed = AgentRun([results[0], _result("c", "Sorry, $5.", 0.001)], kind="fanout", fmt="json")
-    shown = mixed._repr_mimebundle_()
+    shown = mixed._repr_mimebundle_()[0]
     assert "not JSON; shown as text" in shown["text/markdown"] and bare_dollars(shown["text/markdown"]) == 0
     with pytest.raises(ValueError, match="c's answer is not JSON"):
         _ = mixed.value
@@ -151,9 +151,9 @@ def test_json_fan_out_shows_one_json_view_per_agent() -> None:
 def test_code_format_without_a_fenced_block_shows_the_text_with_a_note() -> None:
     """`-f code` on prose: no Python highlighting of prose; the text is shown with a note saying why."""
     prose = AgentRun([_result("a", "Use a dict; it costs $1 less.", 0.001)], fmt="code")
-    bundle = prose._repr_mimebundle_()
+    bundle = prose._repr_mimebundle_()[0]
     assert "```python" not in bundle["text/markdown"]
     assert "no fenced code block in the answer; shown as text" in bundle["text/markdown"]
     assert bundle["text/plain"].startswith("Use a dict")
     code = AgentRun([_result("a", "Here:\n```python\nx = 1\n```", 0.001)], fmt="code")
-    assert code._repr_mimebundle_()["text/markdown"] == "```python\nx = 1\n```"
+    assert code._repr_mimebundle_()[0]["text/markdown"] == "```python\nx = 1\n```"

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._events import RunEvent
 
 __all__ = [
+    "PROVENANCE_KEY",
     "AgentRun",
     "BatchTable",
     "StreamView",
@@ -39,6 +40,8 @@ __all__ = [
 
 _CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.S)
 _MIN_INTERVAL_S = 0.1
+PROVENANCE_KEY = "claude_force_nb"
+"""The key of the provenance dict in an output's metadata (nbformat keeps it in the saved notebook)."""
 
 
 def figure_png(figure: Any, *, dpi: int = 90) -> bytes:
@@ -75,8 +78,12 @@ class AgentRun:
         index: Any = None,
         workflow: str | None = None,
         elapsed_s: float = math.nan,
+        batch_id: str | None = None,
+        cell: int | None = None,
     ) -> None:
         self.results = list(results)
+        self.batch_id = batch_id  # the id the cell's calls share in the run log (`%agent runs ID`)
+        self.cell = cell  # the notebook's execution count of the cell that ran it
         self.kind = kind
         self.format = fmt
         self.inputs = list(inputs) if inputs is not None else None
@@ -193,7 +200,42 @@ class AgentRun:
             return f"{body}\n\n{note}"
         return math_safe_markdown(f"{body}\n\n{note}")
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    def provenance(self) -> dict[str, Any]:
+        """Where the answers came from, saved with the output in the notebook file: the cell, the batch id
+        and per call its agent, model, run id, status, cost, cache key and whether it was served from the
+        cache (and in replay mode). JSON-safe: an unpriced cost is None."""
+
+        def money(value: float) -> float | None:
+            return None if math.isnan(value) else round(value, 10)
+
+        return {
+            "cell": self.cell,
+            "batch_id": self.batch_id,
+            "kind": self.kind,
+            "workflow": self.workflow,
+            "cost_usd": money(self.cost_usd),
+            "calls": [
+                {
+                    "agent": r.agent_name,
+                    "model": r.model,
+                    "run_id": r.run_id,
+                    "status": r.status,
+                    "cost_usd": money(r.cost_usd),
+                    "cache_key": r.metadata.get("cache_key"),
+                    "cached": r.cached,
+                    "replayed": bool(r.metadata.get("replayed", False)),
+                }
+                for r in self.results
+            ],
+        }
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The view for the cell's `-f` format, with `provenance()` as the output's metadata."""
+        return self._views(), {PROVENANCE_KEY: self.provenance()}
+
+    def _views(self) -> dict[str, Any]:
         plain = self.text
         if self.kind == "inputs":
             frame = self.to_frame()

@@ -27,7 +27,7 @@ from traitlets.traitlets import MetaHasTraits
 
 from ._agents import build_user_turn
 from ._calls import CallSpec
-from ._display import AgentRun, StreamView, TableView, figure_png, format_cost
+from ._display import PROVENANCE_KEY, AgentRun, StreamView, TableView, figure_png, format_cost
 from ._estimate import estimate_calls
 from ._events import RunEvent
 from ._exceptions import (
@@ -81,6 +81,7 @@ class _CellPlan:
     stream: bool
     batch_id: str
     input_index: Any = None  # the --inputs DataFrame's index, kept on the result frame
+    cell: int | None = None  # the execution count of the cell
     ended: dict[int, AgentResult] = field(default_factory=dict)  # fan-out/--inputs results as they end
 
     def run(self, results: Sequence[AgentResult], *, elapsed_s: float = math.nan) -> AgentRun:
@@ -93,6 +94,8 @@ class _CellPlan:
             index=self.input_index,
             workflow=self.workflow,
             elapsed_s=elapsed_s,
+            batch_id=self.batch_id,
+            cell=self.cell,
         )
 
 
@@ -182,6 +185,7 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
     def __init__(self, shell: Any = None, session: NotebookSession | None = None, **kwargs: Any) -> None:
         # Set before traitlets applies **kwargs and the config, whose observers push settings to the session.
         self.session = session if session is not None else get_session()
+        self._cell_batches: dict[int, str] = {}  # execution count -> the batch id of its calls
         super().__init__(shell=shell, **kwargs)
         # Options given to this instance (keywords, %config, ipython_config.py) win, even those equal to the
         # default (which raised no change event); the others take the session's current values.
@@ -435,7 +439,19 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             stream=settings.stream and not args.quiet,
             batch_id=batch_id,
             input_index=input_index,
+            cell=self._remember_cell(batch_id),
         )
+
+    def _remember_cell(self, batch_id: str) -> int | None:
+        """Note which cell (execution count) ran `batch_id`, for `%agent runs N`; the count, if known."""
+        # The running cell's input is already in the history, at its own number (In[N]); the shell's
+        # execution_count may already point past it, depending on the IPython version.
+        history = getattr(getattr(self.shell, "history_manager", None), "input_hist_parsed", None)
+        if not history:
+            return None
+        count = len(history) - 1
+        self._cell_batches[count] = batch_id
+        return count
 
     async def _execute(self, orch: AsyncAgentOrchestrator, plan: _CellPlan) -> AgentRun:
         started = time.perf_counter()
@@ -475,7 +491,7 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
         if stream_view is not None:
             stream_view.finish(run)
         elif table is not None:
-            display(_SummaryLine(run.summary()))
+            display(_SummaryLine(run.summary(), run.provenance()))
         if not run.success:
             self._ns["_agent_last"] = run
             raise AgentRunFailed(run)
@@ -565,8 +581,26 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
                 display(workflows)
         return None
 
-    def _cmd_runs(self) -> Any:
-        return self.session.runs_frame()
+    def _cmd_runs(self, which: str | None = None) -> Any:
+        """The run log; with a cell's number (`%agent runs 12`), `last`, or a batch id, that cell's rows."""
+        frame = self.session.runs_frame()
+        if which is None:
+            return frame
+        if which == "last":
+            last = self._ns.get("_agent_last")
+            batch_id = getattr(last, "batch_id", None)
+        elif which.isdigit():
+            batch_id = self._cell_batches.get(int(which))
+            if batch_id is None:
+                raise MagicInputError(
+                    f"%agent runs {which}: cell {which} ran no %%agent calls in this session"
+                )
+        else:
+            batch_id = which
+        rows = frame[frame["batch_id"] == batch_id]
+        if rows.empty:
+            raise MagicInputError(f"%agent runs {which}: no calls of that cell in the run log")
+        return rows
 
     def _cmd_models(self) -> Any:
         return self.session.orchestrator().rate_card.to_frame()
@@ -670,11 +704,16 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
 
 
 class _SummaryLine:
-    def __init__(self, text: str) -> None:
-        self.text = text
+    """The line under a live table; its output carries the run's provenance like the result does."""
 
-    def _repr_markdown_(self) -> str:
-        return small_note(self.text)
+    def __init__(self, text: str, provenance: dict[str, Any] | None = None) -> None:
+        self.text = text
+        self.provenance = provenance
+
+    def _repr_markdown_(self) -> str | tuple[str, dict[str, Any]]:
+        if self.provenance is None:
+            return small_note(self.text)
+        return small_note(self.text), {PROVENANCE_KEY: self.provenance}
 
     def __repr__(self) -> str:
         return self.text

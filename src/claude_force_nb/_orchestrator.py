@@ -617,7 +617,10 @@ class AsyncAgentOrchestrator:
             if cache is not None and not cache.replay:
                 await self._cache_store(cache, request, completion, record)
             events.emit("finished", record)
-            return AgentResult.from_record(record, request_id=completion.request_id, **call.metadata)
+            cache_key = lead[0] if lead is not None else cache.key(request) if cache is not None else None
+            return AgentResult.from_record(
+                record, request_id=completion.request_id, cache_key=cache_key, **call.metadata
+            )
         except asyncio.CancelledError:
             if record.done:  # cancelled after it finished (while storing the answer): the answer stands
                 raise
@@ -658,7 +661,8 @@ class AsyncAgentOrchestrator:
         if on_text is not None and completion.text:
             _deliver(on_text, completion.text)
         self.events.emit("cached", record)
-        return AgentResult.from_record(record, cache_key=hit.key, **call.metadata)
+        replayed = self.cache is not None and self.cache.replay
+        return AgentResult.from_record(record, cache_key=hit.key, replayed=replayed, **call.metadata)
 
     def _failed(self, record: RunRecord, call: CallSpec, exc: BaseException, *, refused: bool) -> AgentResult:
         record.error = str(exc) if isinstance(exc, ClaudeForceError) else f"{type(exc).__name__}: {exc}"

@@ -189,7 +189,7 @@ _PLOTS = ("latency", "cost", "cache", "timeline")
 _THEMES = ("auto", "light", "dark")
 LINE_USAGE = """\
 %agent list                      agents and workflows
-%agent runs                      the session's run log as a DataFrame
+%agent runs [N|last|ID]          the session's run log as a DataFrame (or one cell's rows: In[N], the last)
 %agent models                    models with today's prices, status, retirement dates and sources
 %agent stats                     response-cache statistics
 %agent cache info|clear          the cache's entries / remove the entries this cache wrote
@@ -228,7 +228,11 @@ def parse_line(line: str) -> LineCommand:
     if not words:
         return LineCommand("help")
     head, rest = words[0].lower(), tuple(words[1:])
-    simple = {"list", "runs", "models", "stats", "panel", "config", "help", "batches"}
+    if head == "runs":
+        if len(rest) > 1:
+            raise _usage_error("%agent runs takes at most one cell: a number (In[N]), `last`, or a batch id")
+        return LineCommand("runs", rest)
+    simple = {"list", "models", "stats", "panel", "config", "help", "batches"}
     if head in simple:
         if rest:
             raise _usage_error(f"%agent {head} takes no arguments")

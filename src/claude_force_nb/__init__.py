@@ -13,6 +13,7 @@ from ._estimate import CallEstimate, CostEstimate
 from ._events import EventBus, RunEvent
 from ._exceptions import (
     AgentRunFailed,
+    AgentRunInterrupted,
     APICallError,
     AttemptTimeoutError,
     BackendError,
@@ -48,6 +49,7 @@ __all__ = [
     "AgentResult",
     "AgentRun",
     "AgentRunFailed",
+    "AgentRunInterrupted",
     "AgentSpec",
     "AsyncAgentOrchestrator",
     "AttemptTimeoutError",

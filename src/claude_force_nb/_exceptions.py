@@ -20,6 +20,9 @@ ClaudeForceError
     └── MalformedResponseError         an answer we could not parse
 ```
 
+Outside the tree, `AgentRunInterrupted` is a `KeyboardInterrupt` (an interrupted `%%agent` cell must stop
+"Run All" as any interrupt does); its `.run` keeps every call's result.
+
 Warnings have one base, `ClaudeForceWarning` (UserWarning): `UnpricedModelWarning` and the transport
 fallback. In a notebook (`%load_ext`) each is shown as one line, "claude_force_nb: ...", not with the
 internal file and source line Python's default format adds.

@@ -647,6 +647,7 @@ async def submit_batch(
         max_requests=max_requests_per_batch,
         max_bytes=max_bytes_per_batch,
     )
+    orch._batch_jobs[job.job_id] = job
     for index, agent, error in invalid:
         job._set(
             index,
@@ -714,6 +715,9 @@ async def resume_batch(
         raise BatchError(
             f"batch job {batch_id} was sent to {found.endpoint}, not to this orchestrator's {_endpoint(orch)}"
         )
+    live = orch._batch_jobs.get(found.job_id)
+    if live is not None and not live.done:
+        return live  # this orchestrator is already collecting it: a second collector would count it twice
     job = BatchJob(
         orch,
         job_id=found.job_id,
@@ -724,6 +728,7 @@ async def resume_batch(
         max_bytes=DEFAULT_BATCH_MAX_BYTES,
     )
     job._batch_ids = list(found.batch_ids)
+    orch._batch_jobs[job.job_id] = job
     for entry in registry.items(found.job_id):
         request = request_from_semantic(json.loads(entry.request))
         call = CallSpec(agent=entry.agent, task=entry.task)

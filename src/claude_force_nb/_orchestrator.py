@@ -20,6 +20,7 @@ import math
 import random
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -192,6 +193,7 @@ class AsyncAgentOrchestrator:
             output_tokens_per_minute=output_tokens_per_minute,
         )
         self._data_dir = env.data_dir  # where the registry of Message Batches lives
+        self._batch_jobs: weakref.WeakValueDictionary[str, BatchJob] = weakref.WeakValueDictionary()
         self._api_key = api_key if api_key is not None else env.api_key
         self._base_url = base_url if base_url is not None else env.base_url
         self._backend: Backend | None = backend

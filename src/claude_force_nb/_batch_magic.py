@@ -17,7 +17,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._batch import DEFAULT_POLL_INTERVAL_S, BatchJob, BatchStatus, batch_status, cancel_job, list_jobs
+from ._batch import DEFAULT_POLL_INTERVAL_S, BatchJob, BatchStatus
+from ._batch_submit import batch_status, cancel_job, list_jobs
 from ._display import AgentRun, format_cost
 from ._exceptions import AgentRunFailed
 from ._loop import run_blocking, spawn

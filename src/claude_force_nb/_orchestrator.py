@@ -493,7 +493,7 @@ class AsyncAgentOrchestrator:
         Options: `use_cache`, `refresh`, `max_retries` (resubmissions of retryable errored items),
         `max_requests_per_batch`, `max_bytes_per_batch` (the split limits), `reuse_open`.
         """
-        from ._batch import submit_batch
+        from ._batch_submit import submit_batch
 
         return await submit_batch(self, calls, **options)
 
@@ -516,13 +516,13 @@ class AsyncAgentOrchestrator:
 
     async def resume_batch(self, batch_id: str) -> BatchJob:
         """A batch job submitted earlier (this process or another), from the registry: `await job.wait()`."""
-        from ._batch import resume_batch
+        from ._batch_submit import resume_batch
 
         return await resume_batch(self, batch_id)
 
     def batch_jobs(self) -> list[RegisteredJob]:
         """Every batch job in the registry (all processes, newest first): ids, state, size, endpoint."""
-        from ._batch import list_jobs
+        from ._batch_submit import list_jobs
 
         return list_jobs(self)
 

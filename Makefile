@@ -2,14 +2,16 @@
 # so each works on a fresh clone:
 #   make demo    the main job: run the quickstart notebook headless (on the bundled simulator when no
 #                ANTHROPIC_API_KEY is set) and write out/01_quickstart.ipynb and out/01_quickstart.html
-#   make test    lint, type-check and run the whole test suite
+#   make test    lint, type-check and run the whole test suite (what CI runs)
+#   make test-fast  the quick suite (pytest -m "not slow") for everyday work; CI also runs it on the oldest
+#                and newest supported Pythons: make test-fast PYTHON=python3.10 VENV=.venv-3.10
 #   make bench   run the benchmarks and print their tables
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HASH := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo notebooks test lint typecheck pytest bench lab clean
+.PHONY: demo notebooks test test-fast lint typecheck pytest bench lab clean
 
 $(VENV)/.run-$(HASH):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,8 +51,11 @@ pytest: $(VENV)/.dev-$(HASH)
 
 test: lint typecheck pytest
 
+test-fast: $(VENV)/.dev-$(HASH)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 bench: $(VENV)/.bench-$(HASH)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist out
+	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache build dist out

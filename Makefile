@@ -23,7 +23,14 @@ $(VENV)/.dev-$(HASH):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@ $(VENV)/.run-$(HASH)
+	touch $@ $(VENV)/.run-$(HASH) $(VENV)/.test-$(HASH)
+
+# Only what the quick suite needs (no JupyterLab, browser driver or linters): quicker to build on another Python.
+$(VENV)/.test-$(HASH):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
 
 $(VENV)/.bench-$(HASH): $(VENV)/.dev-$(HASH)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -51,7 +58,7 @@ pytest: $(VENV)/.dev-$(HASH)
 
 test: lint typecheck pytest
 
-test-fast: $(VENV)/.dev-$(HASH)
+test-fast: $(VENV)/.test-$(HASH)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.bench-$(HASH)

@@ -211,7 +211,29 @@ async def test_streaming_delivers_text_and_matches_the_json_path(sim: Simulator)
     assert len(deltas) > 1 and "".join(deltas) == streamed.output == plain.output
     assert (streamed.input_tokens, streamed.output_tokens) == (plain.input_tokens, plain.output_tokens)
     assert streamed.cost_usd == pytest.approx(plain.cost_usd)
-    assert streamed.ttft_s > 0 and math.isnan(plain.ttft_s)
+    assert streamed.ttft_s > 0
+    assert 0 < plain.ttft_s <= plain.latency_s  # a non-streamed call: when the response's headers arrived
+
+
+async def test_only_a_text_subscriber_makes_calls_stream(sim: Simulator) -> None:
+    """A progress subscriber gets its events without streaming the calls; one that asks for text streams."""
+    define_agent("a", "x")
+    seen: list[str] = []
+    texts: list[str] = []
+    async with make_orchestrator(sim) as orch:
+        stop = orch.events.subscribe(lambda event: seen.append(event.kind))
+        await orch.execute_multiple([("a", "quiet one"), ("a", "quiet two")])
+        assert [r["json"].get("stream", False) for r in sim.requests] == [False, False]
+        assert seen.count("finished") == 2 and "text" not in seen
+        stop_text = orch.events.subscribe(lambda event: texts.append(event.text or ""), kinds=("text",))
+        result = await orch.execute_agent("a", "streamed")
+        stop_text()
+        await orch.execute_agent("a", "quiet again")
+        stop()
+    assert [r["json"].get("stream", False) for r in sim.requests[2:]] == [True, False]
+    assert "".join(texts) == result.output and "text" not in seen
+    with pytest.raises(ValueError, match="unknown event kind"):
+        orch.events.subscribe(print, kinds=("txet",))  # type: ignore[list-item]
 
 
 async def test_budget_is_never_exceeded_and_refusals_are_not_sent(sim: Simulator) -> None:
@@ -396,7 +418,18 @@ async def test_events_follow_each_call(sim: Simulator) -> None:
     sim.script(Fault("overloaded"))
     seen: list[RunEvent] = []
     async with make_orchestrator(sim) as orch:
-        unsubscribe = orch.events.subscribe(seen.append)
+        every = (
+            "queued",
+            "started",
+            "retrying",
+            "text",
+            "finished",
+            "failed",
+            "cached",
+            "refused",
+            "cancelled",
+        )
+        unsubscribe = orch.events.subscribe(seen.append, kinds=every)  # "text" is opt-in
         await orch.execute_agent("a", "task", on_text=lambda _: None)
         unsubscribe()
         await orch.execute_agent("a", "unseen")

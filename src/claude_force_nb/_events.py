@@ -4,6 +4,11 @@ The orchestrator emits a `RunEvent` at each step of a call (queued, started, ret
 failed, cached, refused, cancelled). Subscribers are plain callables run on the event loop's thread, in
 order; one that raises is logged and skipped, never allowed to break a run. `EventBus.stream()` gives the
 same events as an async iterator for code that prefers `async for`.
+
+Subscribers say which kinds they want (`kinds=`), and "text" is opt-in: a call is streamed only when
+someone reads its text (an `on_text` callback, or a subscriber that asked for "text" events), because
+streaming costs the kernel far more CPU per call than one JSON answer. A progress view that only counts
+calls therefore never turns the calls it shows into streamed calls.
 """
 
 from __future__ import annotations
@@ -12,19 +17,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from ._records import RunRecord
 
-__all__ = ["EventBus", "EventKind", "RunEvent"]
+__all__ = ["DEFAULT_EVENT_KINDS", "EventBus", "EventKind", "RunEvent"]
 
 log = logging.getLogger("claude_force_nb")
 
 EventKind = Literal[
     "queued", "started", "retrying", "text", "finished", "failed", "cached", "refused", "cancelled"
 ]
+_ALL_KINDS: frozenset[str] = frozenset(get_args(EventKind))
+DEFAULT_EVENT_KINDS: frozenset[str] = _ALL_KINDS - {"text"}
+"""What a subscriber gets unless it asks otherwise: every step of a call, but not its streamed text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,23 +55,45 @@ Subscriber = Callable[[RunEvent], None]
 
 
 class EventBus:
-    """Fan-out of run events to subscribers."""
+    """Fan-out of run events to subscribers, each receiving only the kinds it asked for."""
 
     def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[tuple[Subscriber, frozenset[str]]] = []
+        self._wanted: dict[str, int] = {}  # kind -> how many subscribers want it
 
     @property
     def active(self) -> bool:
-        """Whether anyone listens: the orchestrator skips building events when nobody does."""
+        """Whether anyone listens at all."""
         return bool(self._subscribers)
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call `callback(event)` for every event from now on; returns the unsubscribe function."""
-        self._subscribers.append(callback)
+    def wants(self, kind: EventKind) -> bool:
+        """Whether any subscriber asked for `kind` (the orchestrator streams only if one wants "text")."""
+        return self._wanted.get(kind, 0) > 0
+
+    def subscribe(
+        self, callback: Subscriber, *, kinds: Iterable[EventKind] | None = None
+    ) -> Callable[[], None]:
+        """Call `callback(event)` for every event of `kinds` from now on; returns the unsubscribe function.
+
+        `kinds` defaults to `DEFAULT_EVENT_KINDS` (everything but "text"). Asking for "text" makes every
+        call stream its answer while this subscriber is subscribed.
+        """
+        wanted = DEFAULT_EVENT_KINDS if kinds is None else frozenset(kinds)
+        unknown = wanted - _ALL_KINDS
+        if unknown:
+            raise ValueError(f"unknown event kind(s): {', '.join(sorted(unknown))}")
+        entry = (callback, wanted)
+        self._subscribers.append(entry)
+        for kind in wanted:
+            self._wanted[kind] = self._wanted.get(kind, 0) + 1
 
         def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(callback)
+            try:
+                self._subscribers.remove(entry)
+            except ValueError:
+                return  # already unsubscribed
+            for kind in wanted:
+                self._wanted[kind] -= 1
 
         return unsubscribe
 
@@ -76,25 +106,31 @@ class EventBus:
         delay_s: float | None = None,
         error: BaseException | None = None,
     ) -> None:
-        if not self._subscribers:
+        if not self._wanted.get(kind):
             return
         event = RunEvent(kind, record, time.time(), text=text, delay_s=delay_s, error=error)
-        for callback in tuple(self._subscribers):
+        for callback, wanted in tuple(self._subscribers):
+            if kind not in wanted:
+                continue
             try:
                 callback(event)
             except Exception:  # a broken progress display must never fail the calls it displays
                 log.exception("run-event subscriber %r failed on a %s event", callback, kind)
 
     @contextlib.asynccontextmanager
-    async def stream(self, maxsize: int = 0) -> AsyncIterator[AsyncIterator[RunEvent]]:
-        """`async with bus.stream() as events: async for event in events: ...` (unsubscribes on exit)."""
+    async def stream(
+        self, maxsize: int = 0, *, kinds: Iterable[EventKind] | None = None
+    ) -> AsyncIterator[AsyncIterator[RunEvent]]:
+        """`async with bus.stream() as events: async for event in events: ...` (unsubscribes on exit).
+
+        `kinds` as for `subscribe`."""
         queue: asyncio.Queue[RunEvent] = asyncio.Queue(maxsize)
 
         def put(event: RunEvent) -> None:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
 
-        unsubscribe = self.subscribe(put)
+        unsubscribe = self.subscribe(put, kinds=kinds)
 
         async def iterate() -> AsyncIterator[RunEvent]:
             while True:

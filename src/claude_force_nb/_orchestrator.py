@@ -767,7 +767,9 @@ class AsyncAgentOrchestrator:
         backend = self.backend()
         events = self.events
         stream: TextCallback | None = None
-        if on_text is not None or events.active:
+        # Stream only for someone who reads the text: streaming costs far more client CPU than one JSON body,
+        # and a progress view (which subscribes to everything but "text") has no use for it.
+        if on_text is not None or events.wants("text"):
 
             def stream(delta: str) -> None:
                 if on_text is not None:

@@ -74,7 +74,9 @@ def parse_rate_limit_headers(headers: Mapping[str, str], *, now: float) -> RateL
     return RateLimitSnapshot(remaining=remaining, limit=limit, reset_in_s=reset_in)
 
 
-def _from_json(body: object, headers: Mapping[str, str], request_id: str | None) -> Completion:
+def _from_json(
+    body: object, headers: Mapping[str, str], request_id: str | None, *, ttft_s: float | None = None
+) -> Completion:
     """A Completion from a Messages API JSON body; MalformedResponseError if it is not one."""
     try:
         if not isinstance(body, dict):
@@ -98,6 +100,7 @@ def _from_json(body: object, headers: Mapping[str, str], request_id: str | None)
             usage=parsed,
             message_id=body.get("id"),
             request_id=request_id,
+            ttft_s=ttft_s,
             rate_limits=parse_rate_limit_headers(headers, now=time.time()),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -268,11 +271,14 @@ class AnthropicBackend:
         try:
             if on_text is None:
                 raw = await client.messages.with_raw_response.create(**kwargs)
+                # The response's headers are in: the API's time to first byte. A non-streamed answer is
+                # written only once it is complete, so this is close to the whole call's latency.
+                first_byte_s = time.perf_counter() - started
                 # The SDK made the call (auth, headers, error statuses); we read its JSON body ourselves.
                 # Building the SDK's pydantic Message for every answer was the largest single cost of a
                 # call on the client (see benchmarks/bench_orchestrator.py), and we keep none of it.
                 body = await raw.json()
-                return _from_json(body, raw.headers, raw.request_id)
+                return _from_json(body, raw.headers, raw.request_id, ttft_s=first_byte_s)
             raw_stream = await client.messages.with_raw_response.create(**kwargs, stream=True)
             events = await raw_stream.parse()
             return await self._consume_stream(

@@ -60,3 +60,20 @@ def test_replay_flag_is_settable() -> None:
     assert cache.replay is True
     cache.replay = False
     assert cache.replay is False
+
+
+def test_memory_sweep_follows_rewrites(clock: FakeClock) -> None:
+    """stats() drops exactly the expired entries; one rewritten with a later expiry outlives its first."""
+    cache = ResponseCache("memory", secret="s", clock=clock, ttl_hours=1)
+    _put(cache, "old")
+    _put(cache, "rewritten")
+    clock.advance(1800)
+    _put(cache, "rewritten")  # a fresh hour from now: the first expiry no longer applies
+    _put(cache, "young")
+    clock.advance(1800)
+    stats = cache.stats()
+    assert (stats.entries, stats.expirations) == (2, 1)
+    assert stats.size_bytes == sum(cache.entries_frame()["bytes"])
+    assert cache.get(make_request("rewritten"), agent="a") is not None
+    clock.advance(1800)
+    assert (cache.stats().entries, cache.stats().expirations) == (0, 3)

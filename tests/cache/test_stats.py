@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from _cache_support import FakeClock, make_completion, make_request
@@ -77,11 +78,12 @@ def test_entries_frame_previews_each_task_on_one_line(tmp_path: Path, clock: Fak
     long_task = "<task>\nReview the payment module\nfor rounding errors " + "and more " * 20 + "</task>"
     with ResponseCache("disk", cache_dir=tmp_path, secret="s", clock=clock) as cache:
         cache.put(make_request(long_task), make_completion(), agent="a", cost_usd=0.0, latency_s=1.0)
-        (row,) = cache.entries_frame().to_dict("records")
+        (row,) = cache.entries_frame(tasks=True).to_dict("records")
+        assert "task" not in cache.entries_frame().columns  # the bookkeeping alone unless asked
     assert row["task"].startswith("Review the payment module for rounding errors and more")
     assert len(row["task"]) == 60 and row["task"].endswith("…") and "\n" not in row["task"]
     with ResponseCache("disk", cache_dir=tmp_path, secret="another secret", clock=clock) as other:
-        (row,) = other.entries_frame().to_dict("records")
+        (row,) = other.entries_frame(tasks=True).to_dict("records")
     assert row["task"] == "(unverified entry)"
 
 
@@ -95,3 +97,20 @@ def test_stats_repr_rounds_but_values_stay_exact(tmp_path: Path, clock: FakeCloc
     assert stats.cost_saved_usd == 0.0012 + 0.0027384
     assert "cost_saved_usd=$0.003938," in repr(stats)
     assert "time_saved_s=0.67 s" in repr(stats) and "hit_rate=100.0%" in repr(stats)
+
+
+def test_entries_frame_on_every_tier(open_cache: Any, clock: FakeClock) -> None:
+    """Each persistent tier lists its entries most recently used first, with sizes that add up to the
+    store's byte count and the hits recorded so far."""
+    cache = open_cache()
+    for task in ("first", "second", "third"):
+        cache.put(make_request(task), make_completion(task * 40), agent="w", cost_usd=0.0, latency_s=1.0)
+        clock.advance(1)
+    cache.get(make_request("first"), agent="w")
+    cache.get(make_request("first"), agent="w")
+    frame = cache.entries_frame()
+    keys = [cache.key(make_request(t))[:16] for t in ("first", "third", "second")]
+    assert list(frame["key"]) == keys
+    assert list(frame["hits"]) == [2, 0, 0]
+    assert frame["bytes"].sum() == cache.stats().size_bytes
+    assert (frame["agent"] == "w").all()

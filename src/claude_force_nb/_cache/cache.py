@@ -64,7 +64,17 @@ from .memory import MemorySlot, MemoryTier
 from .policy import DEFAULT_REDIS_PREFIX, CacheSettings, is_expired
 from .secret import resolve_secret
 from .stats import CacheCounters, CacheStats, entries_frame, task_preview
-from .store import CorruptRow, LookupResult, PersistentStore, PutItem, StoredRow, Touch, WriteOutcome
+from .store import (
+    CorruptRow,
+    EntryInfo,
+    LookupResult,
+    PersistentStore,
+    PutItem,
+    StoredRow,
+    Touch,
+    WriteOutcome,
+    entry_info,
+)
 from .touches import TouchBatch
 
 if TYPE_CHECKING:
@@ -73,6 +83,7 @@ if TYPE_CHECKING:
 __all__ = ["ResponseCache"]
 
 T = TypeVar("T")
+Sound = TypeVar("Sound", StoredRow, EntryInfo)  # what a listing keeps once its corrupt rows are refused
 
 log = logging.getLogger(__name__)
 
@@ -505,11 +516,11 @@ class ResponseCache:
         with self._lock:  # no store, or it failed: what the memory tier holds (nothing when the cache is off)
             return self._memory.rows() if self._memory is not None else []
 
-    def _refuse_corrupt(self, rows: Iterable[StoredRow | CorruptRow]) -> list[StoredRow]:
+    def _refuse_corrupt(self, rows: Iterable[Sound | CorruptRow]) -> list[Sound]:
         """The sound rows; each corrupt one (hand-edited bookkeeping) is logged, counted and removed."""
-        sound: list[StoredRow] = []
+        sound: list[Sound] = []
         for row in rows:
-            if isinstance(row, StoredRow):
+            if not isinstance(row, CorruptRow):
                 sound.append(row)
                 continue
             log.warning(
@@ -520,10 +531,26 @@ class ResponseCache:
             self._discard_everywhere(row.key, row.value)
         return sound
 
-    def entries_frame(self) -> pd.DataFrame:
-        """One row per entry: key (prefix), agent, task (the start of the task), model, bytes, created,
-        last_access, hits, expires_in_s."""
-        return entries_frame(self._rows(), now=self._clock(), preview=self._task_preview)
+    def entries_frame(self, *, tasks: bool = False) -> pd.DataFrame:
+        """One row per entry, most recently used first: key (prefix), agent, model, bytes, created,
+        last_access, hits, expires_in_s, from the store's bookkeeping alone: no stored value is read.
+
+        `tasks=True` adds a `task` column (the start of each entry's task, after `agent`): that reads every
+        value and decodes those whose signature checks out, so it costs what reading the whole cache costs.
+        """
+        if tasks:
+            rows = sorted(self._rows(), key=lambda r: r.last_access, reverse=True)
+            return entries_frame(
+                [entry_info(r) for r in rows], now=self._clock(), tasks=[self._task_preview(r) for r in rows]
+            )
+        self._sync_persistent()
+        store = self._store
+        listed = self._guard.run("listing entries", store.entries) if store is not None else None
+        if listed is not None:
+            return entries_frame(self._refuse_corrupt(listed), now=self._clock())
+        with self._lock:  # no store, or it failed: what the memory tier holds (nothing when the cache is off)
+            entries = self._memory.entries() if self._memory is not None else []
+        return entries_frame(entries, now=self._clock())
 
     def _task_preview(self, row: StoredRow) -> str:
         # Only a value whose MAC checks out is decoded (the rule of entry.py); anything else says so.

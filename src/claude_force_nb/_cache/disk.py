@@ -45,12 +45,14 @@ from typing import TypeVar
 from .policy import plan_eviction
 from .store import (
     CorruptRow,
+    EntryInfo,
     LookupResult,
     PutItem,
     StoredRow,
     Touch,
     WriteOutcome,
     bookkeeping_time,
+    entry_info,
     parse_row,
 )
 
@@ -108,6 +110,20 @@ _COLUMNS = "key, CAST(value AS BLOB), agent, model, created, last_access, expire
 # CAST: a hand edit can leave a TEXT value (`value || X'21'` is TEXT in SQLite); read it as the bytes it is,
 # so it fails its signature check like any other tampering instead of surprising the decoder.
 _LOOKUP = "SELECT CAST(value AS BLOB), expires FROM entries WHERE key = ?"
+# The bookkeeping as the store writes it: a BLOB value, TEXT agent and model, finite numeric times, an integer
+# hit count. Rows that match are listed straight from SQL; the rest (hand edits) are read whole and judged
+# by `parse_row`, as `rows()` judges them.
+_SOUND = (
+    "typeof(value) = 'blob' AND typeof(agent) = 'text' AND typeof(model) = 'text' "
+    "AND typeof(hits) = 'integer' AND typeof(created) IN ('integer', 'real') "
+    "AND typeof(last_access) IN ('integer', 'real') AND typeof(expires) IN ('integer', 'real') "
+    "AND abs(created) <= 1e308 AND abs(last_access) <= 1e308 AND abs(expires) <= 1e308"
+)
+_ENTRIES = (
+    "SELECT key, agent, model, length(value), created, last_access, expires, hits FROM entries "
+    f"WHERE {_SOUND} ORDER BY last_access DESC, key DESC"
+)
+_IRREGULAR = f"SELECT {_COLUMNS} FROM entries WHERE NOT ({_SOUND})"
 
 
 def retry_while_busy(statement: Callable[[], object], timeout_s: float, *, pause_s: float = 0.01) -> None:
@@ -218,6 +234,17 @@ class DiskStore:
 
     def rows(self) -> list[StoredRow | CorruptRow]:
         return [_row(r) for r in self._conn().execute(f"SELECT {_COLUMNS} FROM entries ORDER BY last_access")]
+
+    def entries(self) -> list[EntryInfo | CorruptRow]:
+        # length(value) is the same measure the byte count uses; SQLite answers it from the record header,
+        # without reading the value's overflow pages, so a report never loads the answers themselves.
+        con = self._conn()
+        listed: list[EntryInfo | CorruptRow] = con.execute(_ENTRIES).fetchall()
+        irregular = [_row(r) for r in con.execute(_IRREGULAR)]
+        if irregular:
+            listed += [r if isinstance(r, CorruptRow) else entry_info(r) for r in irregular]
+            listed.sort(key=lambda e: (-e[5], e[0]) if not isinstance(e, CorruptRow) else (0.0, e.key))
+        return listed
 
     # -- writes ----------------------------------------------------------------------------------------------
 

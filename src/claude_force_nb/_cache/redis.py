@@ -38,18 +38,21 @@ import redis.asyncio
 from .._config import mask_url
 from .store import (
     CorruptRow,
+    EntryInfo,
     LookupResult,
     PutItem,
     StoredRow,
     Touch,
     WriteOutcome,
     bookkeeping_time,
+    entry_info,
     parse_row,
 )
 
 __all__ = ["RedisStore"]
 
 _FIELDS = ("v", "agent", "model", "created", "expires", "hits")
+_INFO_FIELDS = ("agent", "model", "created", "expires", "hits")
 
 # Hand edits must not wedge the scripts (a script that errors half way keeps its earlier writes): a byte count
 # that is not an integer is rebuilt from the sizes, an entry whose size is not one is removed with the count
@@ -304,6 +307,44 @@ class RedisStore:
             if fields[0] is not None:
                 rows.append(_stored_row(key, fields, last_access))
         return rows
+
+    def entries(self) -> list[EntryInfo | CorruptRow]:
+        # Sizes come from the size hash and last access from the LRU set (one reply each); the per-entry
+        # fields are HMGETs without the value, pipelined, judged by `parse_row` as `rows()` judges them. Only
+        # an entry that fails is read whole (its value is what a refusal must match to remove it).
+        sizes = self._client.hgetall(self._keys[2])
+        scored: list[tuple[Any, float]] = self._client.zrange(self._keys[0], 0, -1, withscores=True)  # type: ignore[assignment]
+        lru = {_text(k): score for k, score in scored}
+        keys = sorted((_text(k) for k in sizes), key=lambda k: (lru.get(k, 0.0), k), reverse=True)
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(self.prefix + "e:" + key, list(_INFO_FIELDS))
+        listed: list[EntryInfo | CorruptRow] = []
+        for key, fields in zip(keys, pipe.execute(), strict=True):
+            if all(field is None for field in fields):
+                continue  # gone on the server (its TTL), not yet released by a client
+            agent, model, created, expires, hits = fields
+            size = sizes.get(key.encode())
+            row = parse_row(key, b"", agent, model, created, lru.get(key, 0.0), expires, hits)
+            if isinstance(row, StoredRow) and size is not None and size.isdigit():
+                listed.append(
+                    (
+                        key,
+                        row.agent,
+                        row.model,
+                        int(size),
+                        row.created,
+                        row.last_access,
+                        row.expires,
+                        row.hits,
+                    )
+                )
+                continue
+            whole = self._client.hmget(self.prefix + "e:" + key, list(_FIELDS))
+            if whole[0] is not None:
+                judged = _stored_row(key, whole, lru.get(key))
+                listed.append(entry_info(judged) if isinstance(judged, StoredRow) else judged)
+        return listed
 
     def clear(self) -> int:
         return int(self._run("clear", [self.prefix]))

@@ -14,11 +14,10 @@ unknown model does not turn the total into NaN.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .store import StoredRow
+from .store import EntryInfo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,26 +113,31 @@ def task_preview(request: object) -> str:
     return text if len(text) <= TASK_PREVIEW_CHARS else text[: TASK_PREVIEW_CHARS - 1] + "…"
 
 
-def entries_frame(
-    rows: list[StoredRow], *, now: float, preview: Callable[[StoredRow], str] | None = None
-) -> pd.DataFrame:
-    """One row per entry, most recently accessed first: key (prefix), agent, task (a preview, when
-    `preview` is given), model, bytes, created, last_access, hits, expires_in_s. Times are UTC timestamps;
-    pandas is imported here, lazily."""
+def entries_frame(entries: list[EntryInfo], *, now: float, tasks: list[str] | None = None) -> pd.DataFrame:
+    """One row per entry, in the order given (most recently accessed first): key (prefix), agent, task
+    (when `tasks` is given, one per entry), model, bytes, created, last_access, hits, expires_in_s. Times are
+    UTC timestamps; pandas is imported here.
+
+    Built column-wise from the store's bookkeeping tuples (see `PersistentStore.entries`): no value is read.
+    """
+    import numpy as np
     import pandas as pd
 
-    rows = sorted(rows, key=lambda r: r.last_access, reverse=True)
-    tasks = {"task": [preview(r) for r in rows]} if preview is not None else {}
+    if entries:
+        keys, agents, models, sizes, created, last_access, expires, hits = zip(*entries, strict=True)
+    else:
+        keys = agents = models = sizes = created = last_access = expires = hits = ()
+    task_column = {"task": tasks} if tasks is not None else {}
     return pd.DataFrame(
         {
-            "key": [r.key[:_FRAME_KEY_CHARS] for r in rows],
-            "agent": [r.agent for r in rows],
-            **tasks,
-            "model": [r.model for r in rows],
-            "bytes": pd.Series([len(r.value) for r in rows], dtype="int64"),
-            "created": pd.to_datetime([r.created for r in rows], unit="s", utc=True),
-            "last_access": pd.to_datetime([r.last_access for r in rows], unit="s", utc=True),
-            "hits": pd.Series([r.hits for r in rows], dtype="int64"),
-            "expires_in_s": pd.Series([r.expires - now for r in rows], dtype="float64"),
+            "key": [k[:_FRAME_KEY_CHARS] for k in keys],
+            "agent": list(agents),
+            **task_column,
+            "model": list(models),
+            "bytes": np.array(sizes, dtype="int64"),
+            "created": pd.to_datetime(np.array(created, dtype="float64"), unit="s", utc=True),
+            "last_access": pd.to_datetime(np.array(last_access, dtype="float64"), unit="s", utc=True),
+            "hits": np.array(hits, dtype="int64"),
+            "expires_in_s": np.array(expires, dtype="float64") - now,
         }
     )

@@ -17,6 +17,7 @@ from typing import Protocol
 
 __all__ = [
     "CorruptRow",
+    "EntryInfo",
     "LookupResult",
     "PersistentStore",
     "PutItem",
@@ -24,6 +25,7 @@ __all__ = [
     "Touch",
     "WriteOutcome",
     "bookkeeping_time",
+    "entry_info",
     "parse_row",
 ]
 
@@ -116,6 +118,25 @@ def parse_row(
     )
 
 
+EntryInfo = tuple[str, str, str, int, float, float, float, int]
+"""One entry's bookkeeping without its value, for reports: (key, agent, model, bytes, created, last_access,
+expires, hits). A plain tuple because a report of 50,000 entries builds 50,000 of them."""
+
+
+def entry_info(row: StoredRow) -> EntryInfo:
+    """A judged row's bookkeeping, its value's size included."""
+    return (
+        row.key,
+        row.agent,
+        row.model,
+        len(row.value),
+        row.created,
+        row.last_access,
+        row.expires,
+        row.hits,
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PutItem:
     key: str
@@ -181,6 +202,11 @@ class PersistentStore(Protocol):
         ...
 
     def rows(self) -> list[StoredRow | CorruptRow]: ...
+    def entries(self) -> list[EntryInfo | CorruptRow]:
+        """Every entry's bookkeeping, most recently used first, computed without reading any value (only a
+        row whose bookkeeping looks wrong is read whole, to be judged like `rows()` judges it)."""
+        ...
+
     def clear(self) -> int: ...
     def close(self) -> None: ...
     async def aclose(self) -> None: ...

@@ -101,7 +101,7 @@ def _event(record: RunRecord, kind: str = "started") -> RunEvent:
     return RunEvent(kind, record, time.time())  # type: ignore[arg-type]
 
 
-async def test_live_table_redraws_at_most_ten_times_a_second() -> None:
+async def test_live_table_redraws_a_bounded_number_of_times() -> None:
     """A storm of events for 1,000 calls is drawn a bounded number of times, and the last state is drawn."""
     table = BatchTable(expected=1000, title="1000 calls")
     drawn: list[str] = []
@@ -116,9 +116,8 @@ async def test_live_table_redraws_at_most_ten_times_a_second() -> None:
     throttle.flush()
     elapsed = time.monotonic() - start
     assert len(drawn) <= elapsed / throttle.interval_s + 2
-    assert drawn[-1].count("class='cfnb-row'") == 1000
-    assert "1000/1000 done" in drawn[-1]
-    assert refresh_interval(50) == 0.1
+    assert "1000/1000 done" in drawn[-1] and "980 more rows: 980 succeeded" in drawn[-1]
+    assert refresh_interval(5) < refresh_interval(1000)
 
 
 def test_model_and_max_tokens_apply_to_the_live_orchestrator(

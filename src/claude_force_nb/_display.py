@@ -1,9 +1,23 @@
-"""What a notebook shows: the `AgentRun` result object, and live views updated in place while calls run.
+"""What a notebook shows: the `AgentRun` result object, and live views updated while calls run.
 
-Live views are display handles (`display(..., display_id=True)`) updated at a bounded rate from orchestrator
-events, never `print`s into "whatever cell is running now", so they also work for background runs. Updates are
-throttled on the event loop (`call_later`): at most ten a second, fewer for very large fan-outs, so a
-1,000-call batch does not flood the front end.
+A live view sends what changed, at a bounded rate, whatever the number of calls (every byte crosses the
+kernel-to-browser link, which may be a remote server, Binder or a tunnel, and the last copy is saved in the
+notebook):
+
+- The batch table (`TableView`, and the panel's Calls tab) is a display handle redrawn at most
+  `TABLE_INTERVAL_S` apart from orchestrator events. Each redraw holds a totals line and at most
+  `MAX_VISIBLE_ROWS` rows: failures, calls in flight and the latest finished, with the rest summarised as
+  counts. So a redraw has a size bounded by a constant and bytes per second do not grow with the batch.
+  Bookkeeping is incremental (counts kept per event), so a redraw also costs the same at 10 or 10,000 calls.
+  When the batch ends, the table is drawn once more: every row for a small batch, counts and the failures for
+  a large one (the full table is `.to_frame()` of the result).
+- A streamed answer (`StreamView`) in a blocking cell is appended as stream output: each new piece of text
+  is sent once (batched, `STREAM_INTERVAL_S` apart), then the cell's output is replaced once by the rendered
+  answer. Bytes sent stay near twice the answer's length instead of growing with its square. A background
+  run (`--bg`) cannot append (its cell may no longer be the one receiving output), so it redraws one display
+  handle instead, just as throttled.
+
+Updates are throttled on the event loop (`call_later`), never `print`ed from background tasks.
 """
 
 from __future__ import annotations
@@ -13,7 +27,9 @@ import html
 import json
 import math
 import re
+import sys
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +43,10 @@ if TYPE_CHECKING:
     from ._events import RunEvent
 
 __all__ = [
+    "MAX_VISIBLE_ROWS",
     "PROVENANCE_KEY",
+    "STREAM_INTERVAL_S",
+    "TABLE_INTERVAL_S",
     "AgentRun",
     "BatchTable",
     "StreamView",
@@ -42,6 +61,12 @@ _CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.S)
 _MIN_INTERVAL_S = 0.1
 PROVENANCE_KEY = "claude_force_nb"
 """The key of the provenance dict in an output's metadata (nbformat keeps it in the saved notebook)."""
+MAX_VISIBLE_ROWS = 20
+"""Rows a live table draws at most; a batch of up to this many calls shows every row."""
+TABLE_INTERVAL_S = 0.25
+"""Seconds between redraws of a table with more rows than `MAX_VISIBLE_ROWS` (smaller ones: 0.1 s)."""
+STREAM_INTERVAL_S = 0.2
+"""Seconds between pieces of streamed text sent to the front end."""
 
 
 def figure_png(figure: Any, *, dpi: int = 90) -> bytes:
@@ -344,137 +369,230 @@ class Throttle:
             self._handle.cancel()
         self._fire()
 
+    def cancel(self) -> None:
+        """Drop a pending call (the owner draws its final state itself)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
 
 class StreamView:
-    """One call's text, shown as it arrives (markdown re-rendered at most ten times a second)."""
+    """One call's text, shown as it arrives (see the module docstring: appended, or redrawn for `--bg`)."""
 
-    def __init__(self, *, label: str = "") -> None:
+    def __init__(self, *, label: str = "", append: bool = True) -> None:
         from IPython.display import Markdown, display
 
         self._markdown = Markdown
         self._label = label
-        self._parts: list[str] = []
-        self._status = "waiting for the first token…"
-        self._handle = display(Markdown(self._render_text()), display_id=True)
-        self._throttle = Throttle(self._update, _MIN_INTERVAL_S)
-
-    def _render_text(self) -> str:
-        text = "".join(self._parts)
-        note = f"\n\n{small_note(self._status)}" if self._status else ""
-        return math_safe_markdown(f"{text}{' ▌' if text else ''}") + note
+        self._append = append
+        self._parts: list[str] = []  # the text so far (redraw mode) or not yet sent (append mode)
+        self._started = False
+        self.sent_chars = 0
+        self._handle = display(Markdown(small_note("waiting for the first token…")), display_id=True)
+        self._throttle = Throttle(self._update, STREAM_INTERVAL_S if append else _MIN_INTERVAL_S)
 
     def _update(self) -> None:
-        if self._handle is not None:
-            self._handle.update(self._markdown(self._render_text()))
+        if self._append:
+            chunk = "".join(self._parts)
+            self._parts.clear()
+            if chunk:
+                sys.stdout.write(chunk)
+                self.sent_chars += len(chunk)
+        elif self._handle is not None:
+            text = "".join(self._parts)
+            self._handle.update(self._markdown(math_safe_markdown(f"{text}{' ▌' if text else ''}")))
 
     def on_text(self, delta: str) -> None:
-        if self._status.startswith("waiting") or self._status.startswith("retrying"):
-            self._status = ""
+        if not self._started:
+            self._started = True
+            if self._handle is not None and self._append:
+                self._handle.update(self._markdown(""))  # the text follows as stream output
         self._parts.append(delta)
         self._throttle.poke()
 
     def on_event(self, event: RunEvent) -> None:
-        if event.kind == "retrying":
-            self._parts.clear()  # the next attempt starts the answer again
-            self._status = f"retrying in {event.delay_s or 0:.1f} s after: {event.error}"
-            self._throttle.poke()
+        if event.kind != "retrying":
+            return
+        note = f"retrying in {event.delay_s or 0:.1f} s after: {event.error}"
+        if self._append:
+            self._throttle.flush()
+            if self.sent_chars:  # the next attempt starts the answer again, below a marker
+                sys.stdout.write(f"\n\n[{note}]\n\n")
+        else:
+            self._parts.clear()
+        self._started = False
+        if self._handle is not None:
+            self._handle.update(self._markdown(small_note(note)))
 
     def finish(self, run: AgentRun) -> None:
-        """Replace the live text by the final rendering."""
+        """Show the final rendering once, in place of the streamed text (see the module docstring)."""
         self._throttle.flush()
-        if self._handle is not None:
-            self._handle.update(run)
+        if not self._append:
+            if self._handle is not None:
+                self._handle.update(run)
+            return
+        from IPython import get_ipython
+        from IPython.display import clear_output, display
+
+        sys.stdout.flush()
+        if getattr(get_ipython(), "kernel", None) is None:
+            # A terminal has already printed the text and cannot take it back: add the summary only.
+            sys.stdout.write(f"\n{run.summary()}\n")
+            return
+        clear_output(wait=True)  # takes effect with the next output: no flicker, one final rendering
+        display(run)
 
 
 _COLUMNS = ("agent", "status", "progress", "attempts", "tokens", "cost", "latency", "cached")
+_FAILED = frozenset({"failed", "refused", "cancelled"})
+_IN_FLIGHT = frozenset({"running", "retrying"})
+_STATUS_ORDER = ("succeeded", "cached", "failed", "refused", "cancelled", "running", "retrying", "queued")
+# One style block per drawing instead of a style attribute on every cell: a row is ~4x smaller.
+_TABLE_STYLE = (
+    "<style>.cfnb-table table{font-size:12px}.cfnb-table td,.cfnb-table th{text-align:left;"
+    "padding:0 8px 0 0}.cfnb-table progress{width:70px}</style>"
+)
+_HEAD = "<thead><tr>" + "".join(f"<th>{c}</th>" for c in _COLUMNS) + "</tr></thead>"
 
 
 class BatchTable:
-    """The state of a batch of calls, fed by run events, rendered as an HTML table with a totals line.
+    """The state of a batch of calls, fed by run events, drawn as an HTML table with a totals line.
 
-    Shared by the magic's live table and the panel, so both show the same rows the same way.
+    Shared by the magic's live table and the panel, so both show the same rows the same way. Counts and the
+    visible rows are kept per event (see the module docstring), so `render()` costs the same for any batch.
     """
 
-    def __init__(self, *, expected: int, title: str) -> None:
+    def __init__(self, *, expected: int, title: str, max_rows: int = MAX_VISIBLE_ROWS) -> None:
         self.title = title
         self.expected = expected
+        self.max_rows = max_rows
         self.records: dict[str, RunRecord] = {}
-        self.streamed: dict[str, int] = {}
         self.started = time.time()
+        self._status: dict[str, str] = {}
+        self._counts: Counter[str] = Counter()
+        self._in_flight: dict[str, None] = {}  # insertion-ordered set: oldest first
+        self._failed: deque[str] = deque(maxlen=max_rows)  # the latest failures
+        self._recent: deque[str] = deque(maxlen=max_rows)  # the latest other finished calls
+        self._cost = 0.0
+        self._hits = 0
 
     def on_event(self, event: RunEvent) -> None:
-        run_id = event.record.run_id
-        self.records[run_id] = event.record
-        if event.kind == "text" and event.text:
-            self.streamed[run_id] = self.streamed.get(run_id, 0) + len(event.text)
-        elif event.kind == "retrying":
-            self.streamed.pop(run_id, None)
+        record = event.record
+        run_id, status = record.run_id, record.status
+        self.records[run_id] = record
+        old = self._status.get(run_id)
+        if old == status:
+            return
+        if old is not None:
+            self._counts[old] -= 1
+        self._counts[status] += 1
+        self._status[run_id] = status
+        if status in _IN_FLIGHT:
+            self._in_flight[run_id] = None
+        else:
+            self._in_flight.pop(run_id, None)
+        if record.done:
+            self._cost += record.cost_usd
+            self._hits += record.cached
+            (self._failed if status in _FAILED else self._recent).append(run_id)
+
+    @property
+    def done(self) -> int:
+        return sum(self._counts[s] for s in _STATUS_ORDER[:5])
 
     def totals(self) -> str:
-        records = list(self.records.values())
-        done = [r for r in records if r.done]
+        done = self.done
         elapsed = time.time() - self.started
         if not done:
-            return f"0/{self.expected} done · {len(records)} started · {elapsed:.1f} s"
-        cost = sum(r.cost_usd for r in done)
-        hits = sum(r.cached for r in done)
-        failed = sum(r.status in ("failed", "refused", "cancelled") for r in done)
+            return f"0/{self.expected} done · {len(self.records)} started · {elapsed:.1f} s"
+        failed = sum(self._counts[s] for s in _FAILED)
+        in_flight = len(self.records) - done
         return (
-            f"{len(done)}/{self.expected} done · {len(records) - len(done)} in flight · {failed} failed · "
-            f"{format_cost(cost)} · {elapsed:.1f} s · hit rate {hits / len(done):.0%}"
+            f"{done}/{self.expected} done · {in_flight} in flight · {failed} failed · "
+            f"{format_cost(self._cost)} · {elapsed:.1f} s · hit rate {self._hits / done:.0%}"
         )
 
-    def render(self) -> str:
-        rows = "".join(self._row(r) for r in self.records.values())
-        head = "".join(f"<th style='text-align:left;padding-right:8px'>{c}</th>" for c in _COLUMNS)
+    def _visible(self) -> list[RunRecord]:
+        """Every row while they fit; else failures, calls in flight, then the latest finished."""
+        if len(self.records) <= self.max_rows:
+            return list(self.records.values())
+        chosen: dict[str, None] = {}
+        for group in (reversed(self._failed), self._in_flight, reversed(self._recent)):
+            for run_id in group:
+                if len(chosen) >= self.max_rows:
+                    break
+                chosen[run_id] = None
+        return [self.records[run_id] for run_id in chosen]
+
+    def render(self, *, final: bool = False, hint: str = "") -> str:
+        """The table as HTML. `final`: the batch is over; a large one shows counts and its failures only."""
+        if final and len(self.records) > self.max_rows:
+            shown = [self.records[run_id] for run_id in reversed(self._failed)]
+        else:
+            shown = self._visible()
+        hidden = len(self.records) - len(shown)
+        rows = "".join(map(self._row, shown))
+        body = f"<table>{_HEAD}<tbody>{rows}</tbody></table>" if shown else ""
+        if hidden:
+            counts = self._counts.copy()
+            for record in shown:
+                counts[record.status] -= 1
+            parts = [f"{counts[s]} {s}" for s in _STATUS_ORDER if counts[s] > 0]
+            more = f"{hidden} more row{'s' if hidden != 1 else ''}: {', '.join(parts)}"
+            if hint:
+                more += f" · {hint}"
+            body += f"<div class='cfnb-more'>{html.escape(more)}</div>"
+        scroll = "" if final else "<div style='max-height:320px;overflow-y:auto'>"
         return (
-            f"<div class='cfnb-table {MATH_IGNORE}'><b>{html.escape(self.title)}</b> — "
+            f"<div class='cfnb-table {MATH_IGNORE}'>{_TABLE_STYLE}<b>{html.escape(self.title)}</b> — "
             f"<span class='cfnb-totals'>{html.escape(self.totals())}</span>"
-            "<div style='max-height:320px;overflow-y:auto'>"
-            f"<table style='font-size:12px'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-            "</div></div>"
+            f"{scroll}{body}{'</div>' if scroll else ''}</div>"
         )
 
     def _row(self, r: RunRecord) -> str:
-        tokens = r.input_tokens + r.cache_read_input_tokens + r.cache_creation_input_tokens
-        latency = "" if math.isnan(r.latency_s) else f"{r.latency_s:.2f}s"
         if r.done:
-            progress = "<progress value='1' max='1' style='width:70px'></progress>"
-        elif r.status in ("running", "retrying"):
-            so_far = (self.streamed.get(r.run_id, 0) + 3) // 4
-            label = f" {so_far} tok" if so_far else ""
-            progress = f"<progress style='width:70px'></progress>{label}"
+            tokens = r.input_tokens + r.cache_read_input_tokens + r.cache_creation_input_tokens
+            progress = "<progress value='1' max='1'></progress>"
+            cells = (
+                html.escape(r.agent),
+                status_badge(r.status),
+                progress,
+                str(r.attempts),
+                f"{tokens}→{r.output_tokens}",
+                ("≤" if r.cost_is_estimate else "") + format_cost(r.cost_usd),
+                "" if math.isnan(r.latency_s) else f"{r.latency_s:.2f}s",
+                "✓" if r.cached else "",
+            )
         else:
-            progress = ""
-        cells = (
-            html.escape(r.agent),
-            status_badge(r.status),
-            progress,
-            str(r.attempts),
-            f"{tokens}→{r.output_tokens}" if r.done else "",
-            ("≤" if r.cost_is_estimate else "") + format_cost(r.cost_usd) if r.done else "",
-            latency,
-            "✓" if r.cached else "",
-        )
-        return (
-            "<tr class='cfnb-row'>"
-            + "".join(f"<td style='padding-right:8px'>{c}</td>" for c in cells)
-            + "</tr>"
-        )
+            progress = "<progress></progress>" if r.status in _IN_FLIGHT else ""
+            cells = (
+                html.escape(r.agent),
+                status_badge(r.status),
+                progress,
+                str(r.attempts),
+                "",
+                "",
+                "",
+                "",
+            )
+        return "<tr class='cfnb-row'><td>" + "</td><td>".join(cells) + "</td></tr>"
+
 
 
 def refresh_interval(expected: int) -> float:
-    """Seconds between redraws: ten a second up to 200 rows, then slower as the table (the message) grows."""
-    return max(_MIN_INTERVAL_S, expected / 2000)
+    """Seconds between redraws: ten a second for a table that shows every row, four for a larger one (a
+    drawing's size is bounded by `MAX_VISIBLE_ROWS`, so this bounds bytes per second whatever the batch)."""
+    return _MIN_INTERVAL_S if expected <= MAX_VISIBLE_ROWS else TABLE_INTERVAL_S
 
 
 class TableView:
-    """A `BatchTable` shown in the cell's output and updated in place."""
+    """A `BatchTable` shown in the cell's output and updated in place; `hint` ends a large final table."""
 
-    def __init__(self, *, expected: int, title: str) -> None:
+    def __init__(self, *, expected: int, title: str, hint: str = "") -> None:
         from IPython.display import HTML, display
 
         self._html = HTML
+        self.hint = hint
         self.table = BatchTable(expected=expected, title=title)
         self._throttle = Throttle(self._update, refresh_interval(expected))
         self._handle = display(HTML(self.table.render()), display_id=True)
@@ -492,4 +610,8 @@ class TableView:
             self._handle.update(self._html(self.table.render()))
 
     def finish(self) -> None:
-        self._throttle.flush()
+        """Draw the final table once (complete for a small batch, compact for a large one)."""
+        self._throttle.cancel()
+        self._throttle.renders += 1
+        if self._handle is not None:
+            self._handle.update(self._html(self.table.render(final=True, hint=self.hint)))

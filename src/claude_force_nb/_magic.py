@@ -13,7 +13,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_type_hints
 
@@ -29,7 +29,7 @@ from ._agents import build_user_turn
 from ._calls import CallSpec
 from ._display import PROVENANCE_KEY, AgentRun, StreamView, TableView, figure_png, format_cost
 from ._estimate import estimate_calls
-from ._events import RunEvent
+from ._events import EventKind, RunEvent
 from ._exceptions import (
     AgentRunFailed,
     AgentRunInterrupted,
@@ -309,7 +309,7 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             return self._estimate(orch, plan, variable, show)
         if args.batch or args.poll is not None:
             return self._batch_cell(args, orch, plan, variable, show)
-        coro = self._execute(orch, plan)
+        coro = self._execute(orch, plan, background=args.bg)
         if args.bg:
             handle = BackgroundRun(spawn(coro), plan.calls[0].agent if plan.kind == "single" else plan.kind)
             if variable:
@@ -453,19 +453,21 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
         self._cell_batches[count] = batch_id
         return count
 
-    async def _execute(self, orch: AsyncAgentOrchestrator, plan: _CellPlan) -> AgentRun:
+    async def _execute(
+        self, orch: AsyncAgentOrchestrator, plan: _CellPlan, *, background: bool = False
+    ) -> AgentRun:
         started = time.perf_counter()
         unsubscribe: Callable[[], None] | None = None
         stream_view: StreamView | None = None
         table: TableView | None = None
         if not plan.quiet:
             if plan.kind == "single" and plan.stream:
-                stream_view = StreamView(label=plan.calls[0].agent)
-                unsubscribe = _subscribe(orch, plan.batch_id, stream_view.on_event)
+                stream_view = StreamView(label=plan.calls[0].agent, append=not background)
+                unsubscribe = _subscribe(orch, plan.batch_id, stream_view.on_event, kinds=("retrying",))
             else:
                 expected = len(orch.config.workflow(plan.workflow)) if plan.workflow else len(plan.calls)
                 title = f"workflow {plan.workflow}" if plan.workflow else f"{len(plan.calls)} calls"
-                table = TableView(expected=expected, title=title)
+                table = TableView(expected=expected, title=title, hint="every row: _agent_last.to_frame()")
                 unsubscribe = _subscribe(orch, plan.batch_id, table.on_event)
         try:
             results: Sequence[AgentResult]
@@ -743,13 +745,17 @@ def _row_lookup(row: dict[str, Any], fallback: Callable[[str], Any]) -> Callable
 
 
 def _subscribe(
-    orch: AsyncAgentOrchestrator, batch_id: str, handler: Callable[[RunEvent], None]
+    orch: AsyncAgentOrchestrator,
+    batch_id: str,
+    handler: Callable[[RunEvent], None],
+    *,
+    kinds: Iterable[EventKind] | None = None,
 ) -> Callable[[], None]:
     def on_event(event: RunEvent) -> None:
         if event.record.batch_id == batch_id:
             handler(event)
 
-    return orch.events.subscribe(on_event)
+    return orch.events.subscribe(on_event, kinds=kinds)
 
 
 CELL_USAGE = """\

@@ -1,0 +1,83 @@
+"""Live views: a batch table's drawing stays the same size at any scale; streamed text is sent once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from claude_force_nb._display import MAX_VISIBLE_ROWS, AgentRun, BatchTable, StreamView
+from claude_force_nb._events import RunEvent
+from claude_force_nb._records import RunRecord
+from claude_force_nb._results import AgentResult
+from claude_force_nb._style import status_badge
+
+
+def _feed(table: BatchTable, record: RunRecord, status: str, **fields: object) -> None:
+    record.status = status  # type: ignore[assignment]
+    for name, value in fields.items():
+        setattr(record, name, value)
+    table.on_event(RunEvent("started", record, time.time()))
+
+
+def _batch(n: int, *, running: int, failed: int) -> BatchTable:
+    """A table mid-run: `failed` failures, `running` calls in flight, the rest finished or queued."""
+    table = BatchTable(expected=n, title=f"{n} calls")
+    records = [RunRecord(run_id=f"r{i}", agent=f"agent-{i}", model="m") for i in range(n)]
+    for record in records:
+        _feed(table, record, "queued")
+    for i, record in enumerate(records[: n - 10]):
+        _feed(table, record, "running", attempts=1)
+        if i < failed:
+            _feed(table, record, "failed", error="boom")
+        elif i < n - 10 - running:
+            _feed(table, record, "succeeded", cost_usd=0.001, latency_s=0.5, output_tokens=9)
+    return table
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_a_table_drawing_does_not_grow_with_the_batch(final: bool) -> None:
+    """Drawings of 100 and 10,000 calls are the same size (digits aside); failures and calls in flight
+    are the rows shown, and the hidden rows are counted by status."""
+    small = _batch(100, running=8, failed=3)
+    large = _batch(10_000, running=8, failed=3)
+    small_html, large_html = small.render(final=final), large.render(final=final)
+    assert len(large_html) <= len(small_html) + 64
+    assert large_html.count("class='cfnb-row'") <= MAX_VISIBLE_ROWS
+    assert large_html.count(status_badge("failed")) == 3
+    assert large_html.count(status_badge("running")) == (0 if final else 8)
+    shown = large_html.count("class='cfnb-row'")
+    assert f"{10_000 - shown} more rows:" in large_html and "10 queued" in large_html
+    assert "9982/10000 done · 18 in flight · 3 failed" in large_html
+
+
+def test_a_small_batch_shows_every_row_and_its_totals() -> None:
+    """Up to MAX_VISIBLE_ROWS calls: every row, in input order, with the totals line, live and final."""
+    table = _batch(15, running=2, failed=1)
+    for final in (False, True):
+        drawing = table.render(final=final, hint="see the frame")
+        assert drawing.count("class='cfnb-row'") == 15
+        assert drawing.index("agent-0<") < drawing.index("agent-14<")
+        assert "more row" not in drawing and "see the frame" not in drawing
+    assert "2 failed" not in table.totals() and "1 failed" in table.totals()
+
+
+def test_a_large_final_table_names_where_every_row_is() -> None:
+    """The final drawing of a large batch is counts, its failures and the hint, without calls in flight."""
+    table = _batch(1000, running=0, failed=2)
+    drawing = table.render(final=True, hint="every row: _agent_last.to_frame()")
+    assert drawing.count("class='cfnb-row'") == 2 and "every row: _agent_last.to_frame()" in drawing
+    assert "max-height" not in drawing  # the saved table is not a scroll box
+
+
+def test_a_terminal_stream_prints_the_text_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside a kernel the text is printed as it arrives and the end adds a summary, not a second copy."""
+    view = StreamView(label="a")
+    answer = "".join(f"word{i} " for i in range(200))
+    for i in range(200):
+        view.on_text(f"word{i} ")
+    result = AgentResult(agent_name="a", success=True, output=answer)
+    view.finish(AgentRun([result]))
+    printed = capsys.readouterr().out
+    assert printed.count(answer) == 1 and printed.count("word199") == 1
+    assert "1 call" in printed

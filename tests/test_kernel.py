@@ -201,3 +201,25 @@ async def test_outputs_carry_provenance_into_the_saved_notebook(kernel: Kernel, 
     assert fan_out["cell"] == saved.cells[2].execution_count
     await kernel.run(f"_rows = %agent runs {fan_out['cell']}")
     assert sorted(await kernel.value("list(_rows['agent'])")) == ["bug-investigator", "code-reviewer"]
+
+
+async def test_a_streamed_answer_is_replaced_once_by_its_rendering(kernel: Kernel) -> None:
+    """The streamed text does not stay behind: the cell ends with one rendering of the answer, nothing else."""
+    outputs = await kernel.run("%%agent code-reviewer --max-tokens 300\nExplain this at length")
+    answer = await kernel.value("_agent_last.text")
+    assert len(answer) > 100
+    assert [o["output_type"] for o in outputs] == ["display_data"]
+    assert answer in outputs[0]["data"]["text/markdown"]
+
+
+async def test_the_saved_output_of_a_large_run_stays_small(kernel: Kernel) -> None:
+    """A 1,000-call --inputs cell saves about what a 100-call one does (a compact table and frame),
+    and well under what one row per call would take; the full frame is still in _agent_last."""
+    await kernel.run("import pandas as pd\nbig = pd.DataFrame({'n': range(1000)})\nsmall = big[:100]")
+    saved = {}
+    for name in ("small", "big"):
+        outputs = await kernel.run(f"%%agent code-reviewer --inputs {name}\nReview item {{{{n}}}}")
+        saved[name] = len(json.dumps(outputs))
+    assert await kernel.value("len(_agent_last.to_frame())") == 1000
+    assert saved["big"] <= 1.5 * saved["small"]
+    assert saved["big"] < 40_000  # 1,000 rows at the ~450 bytes a drawn row took would be ~450 KB

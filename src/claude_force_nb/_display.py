@@ -263,8 +263,8 @@ class AgentRun:
     def _views(self) -> dict[str, Any]:
         plain = self.text
         if self.kind == "inputs":
-            frame = self.to_frame()
-            return {"text/html": _frame_html(frame), "text/plain": frame.to_string(max_rows=50)}
+            frame = _shortened(self.to_frame())
+            return {"text/html": _frame_html(frame), "text/plain": frame.to_string(max_rows=_FRAME_ROWS)}
         if self.format == "text":
             return {"text/plain": plain}
         if self.format == "json":
@@ -328,12 +328,27 @@ def _failure(agent: str, reason: str) -> str:
     return f"**{who}:** {escape_markdown_math(reason)}"
 
 
+_FRAME_ROWS = 20
+_FRAME_CELL_CHARS = 80
+
+
+def _shortened(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy for display (and the saved notebook) with long text cells cut: `.to_frame()` has them whole."""
+    frame = frame.copy()
+    limit = _FRAME_CELL_CHARS
+    for column in frame.columns[frame.dtypes == object]:
+        frame[column] = [
+            v[: limit - 1] + "…" if isinstance(v, str) and len(v) > limit else v for v in frame[column]
+        ]
+    return frame
+
+
 def _frame_html(frame: pd.DataFrame) -> str:
     """A frame as HTML that MathJax skips (pandas adds the `mathjax_ignore` class)."""
     import pandas as pd
 
     with pd.option_context("display.html.use_mathjax", False):
-        return str(frame.to_html(max_rows=50))
+        return str(frame.to_html(max_rows=_FRAME_ROWS))
 
 
 class Throttle:
@@ -386,9 +401,10 @@ class StreamView:
         self._label = label
         self._append = append
         self._parts: list[str] = []  # the text so far (redraw mode) or not yet sent (append mode)
-        self._started = False
         self.sent_chars = 0
-        self._handle = display(Markdown(small_note("waiting for the first token…")), display_id=True)
+        # One note that stays true while the text streams below it (no update needed at the first token).
+        self._answering = small_note(f"{label or 'the agent'} is answering…")
+        self._handle = display(Markdown(self._answering), display_id=True)
         self._throttle = Throttle(self._update, STREAM_INTERVAL_S if append else _MIN_INTERVAL_S)
 
     def _update(self) -> None:
@@ -403,10 +419,6 @@ class StreamView:
             self._handle.update(self._markdown(math_safe_markdown(f"{text}{' ▌' if text else ''}")))
 
     def on_text(self, delta: str) -> None:
-        if not self._started:
-            self._started = True
-            if self._handle is not None and self._append:
-                self._handle.update(self._markdown(""))  # the text follows as stream output
         self._parts.append(delta)
         self._throttle.poke()
 
@@ -420,7 +432,6 @@ class StreamView:
                 sys.stdout.write(f"\n\n[{note}]\n\n")
         else:
             self._parts.clear()
-        self._started = False
         if self._handle is not None:
             self._handle.update(self._markdown(small_note(note)))
 
@@ -440,7 +451,10 @@ class StreamView:
             sys.stdout.write(f"\n{run.summary()}\n")
             return
         clear_output(wait=True)  # takes effect with the next output: no flicker, one final rendering
-        display(run)
+        bundle = run._repr_mimebundle_()
+        if len(bundle) > 1:  # a rich rendering shows the text; the plain fallback need not carry it twice
+            bundle["text/plain"] = repr(run)
+        display(bundle, raw=True)
 
 
 _COLUMNS = ("agent", "status", "progress", "attempts", "tokens", "cost", "latency", "cached")

@@ -30,8 +30,8 @@ Run: `python benchmarks/bench_display.py [--quick]`.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import math
 import os
 import queue
 import sqlite3
@@ -296,6 +296,19 @@ def timed(fn: Callable[[], Any], rounds: int) -> float:
     return statistics.median(times)
 
 
+def alternating(runs: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median seconds of each function, taking turns round by round (drift on a shared machine hits all
+    alike), each after a full garbage collection (so one does not pay for another's garbage)."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
 def peak_mb(fn: Callable[[], Any]) -> float:
     tracemalloc.start()
     try:
@@ -346,7 +359,7 @@ def cache_entries(entries: int, rounds: int, workdir: Path) -> dict[str, bool]:
         "ResponseCache.entries_frame()": cache.entries_frame,
         "reading every value (the previous entries_frame)": reading_values,
     }
-    seconds = {name: timed(fn, rounds) for name, fn in runs.items()}
+    seconds = alternating(runs, rounds)
     peaks = {name: peak_mb(fn) for name, fn in runs.items()}
     cache.close()
     base = "raw SQL select of the bookkeeping (baseline)"
@@ -361,7 +374,7 @@ def cache_entries(entries: int, rounds: int, workdir: Path) -> dict[str, bool]:
         for name in runs
     ]
     print_table(
-        f"3. Cache entries view: {entries:,} disk entries of 4 KB, median of {rounds}",
+        f"3. Cache entries view: {entries:,} disk entries of 4 KB, median of {rounds} alternating rounds",
         ("view", "seconds", "vs select", "peak MB (traced)", "vs select"),
         rows,
     )
@@ -410,14 +423,10 @@ def runs_frame(n: int, rounds: int) -> dict[str, bool]:
         "RunLog.to_frame()": log.to_frame,
         "row dicts": row_dicts,
     }
-    seconds: dict[str, float] = {}
-    for _ in range(rounds):  # alternate, keep the best median
-        for name, fn in runs.items():
-            seconds.setdefault(name, math.inf)
-            seconds[name] = min(seconds[name], timed(fn, 3))
+    seconds = alternating(runs, rounds)
     base = "column-wise build (baseline)"
     print_table(
-        f"4. runs_frame: {n:,} records, best of {rounds} medians",
+        f"4. runs_frame: {n:,} records, median of {rounds} alternating rounds",
         ("build", "seconds", "vs column-wise"),
         [(name, f"{seconds[name]:.3f}", f"{seconds[name] / seconds[base]:.2f}x") for name in runs],
     )
@@ -463,13 +472,13 @@ def main() -> None:
             met |= live_vs_quiet(200, [0.075], 1, home)
             met |= streamed_answer(400, home)
             met |= cache_entries(5_000, 3, home / "entries")
-            met |= runs_frame(10_000, 2)
+            met |= runs_frame(10_000, 3)
             memory_stats(5_000)
         else:
             met |= live_vs_quiet(1000, [0.075, 0.5], 3, home)
             met |= streamed_answer(2000, home)
-            met |= cache_entries(50_000, 5, home / "entries")
-            met |= runs_frame(100_000, 3)
+            met |= cache_entries(50_000, 7, home / "entries")
+            met |= runs_frame(100_000, 7)
             memory_stats(50_000)
     print("\nTargets:")
     for name, ok in met.items():

@@ -81,3 +81,14 @@ def test_a_terminal_stream_prints_the_text_once(capsys: pytest.CaptureFixture[st
     printed = capsys.readouterr().out
     assert printed.count(answer) == 1 and printed.count("word199") == 1
     assert "1 call" in printed
+
+
+def test_an_inputs_result_displays_a_compact_frame_and_keeps_the_whole() -> None:
+    """The display of a large --inputs run shows a few rows with long answers cut; to_frame() has it all."""
+    answer = "a long answer " * 40
+    results = [AgentResult(agent_name="a", success=True, output=f"{i}: {answer}") for i in range(500)]
+    run = AgentRun(results, kind="inputs", inputs=[{"n": i} for i in range(500)])
+    html_text = run._repr_mimebundle_()["text/html"]
+    assert html_text.count("<tr>") < 30 and answer not in html_text and "…" in html_text
+    assert len(html_text) < 20 * 500  # a sliver of the ~280 KB of answers
+    assert run.to_frame()["output"].str.len().min() > len(answer)

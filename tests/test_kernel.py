@@ -204,7 +204,7 @@ async def test_outputs_carry_provenance_into_the_saved_notebook(kernel: Kernel, 
 
 
 async def test_a_streamed_answer_is_replaced_once_by_its_rendering(kernel: Kernel) -> None:
-    """The streamed text does not stay behind: the cell ends with one rendering of the answer, nothing else."""
+    """The streamed text does not stay behind: the cell ends with one rendering of the answer alone."""
     outputs = await kernel.run("%%agent code-reviewer --max-tokens 300\nExplain this at length")
     answer = await kernel.value("_agent_last.text")
     assert len(answer) > 100

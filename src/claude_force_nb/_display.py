@@ -336,7 +336,7 @@ def _shortened(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy for display (and the saved notebook) with long text cells cut: `.to_frame()` has them whole."""
     frame = frame.copy()
     limit = _FRAME_CELL_CHARS
-    for column in frame.columns[frame.dtypes == object]:
+    for column in frame.select_dtypes(include=["object", "string"]).columns:
         frame[column] = [
             v[: limit - 1] + "…" if isinstance(v, str) and len(v) > limit else v for v in frame[column]
         ]

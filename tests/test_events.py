@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from claude_force_nb import EventBus, RunEvent, define_agent
+from claude_force_nb._events import EVENT_KINDS
 from claude_force_nb._records import RunRecord
 from claude_force_nb.sim import Fault, Simulator
 
@@ -24,7 +25,7 @@ def test_subscribers_get_every_event_in_order_until_they_unsubscribe() -> None:
     bus = EventBus()
     assert not bus.active
     seen: list[RunEvent] = []
-    unsubscribe = bus.subscribe(seen.append)
+    unsubscribe = bus.subscribe(seen.append, kinds=EVENT_KINDS)
     assert bus.active
     live = record()
     bus.emit("queued", live)
@@ -104,7 +105,7 @@ async def test_a_streamed_call_emits_its_lifecycle(sim: Simulator) -> None:
     started again, its text deltas and finished, in that order, all about the same record."""
     define_agent("a", "x")
     sim.script(Fault("overloaded"), times=1)
-    async with make_orchestrator(sim) as orch, orch.events.stream() as events:
+    async with make_orchestrator(sim) as orch, orch.events.stream(kinds=EVENT_KINDS) as events:
         deltas: list[str] = []
         result = await orch.execute_agent("a", "t", on_text=deltas.append)
         seen: list[RunEvent] = []
@@ -116,3 +117,23 @@ async def test_a_streamed_call_emits_its_lifecycle(sim: Simulator) -> None:
     assert "".join(e.text or "" for e in seen if e.kind == "text") == result.output == "".join(deltas)
     assert {e.record.run_id for e in seen} == {result.run_id}
     assert not orch.events.active
+
+
+def test_text_events_go_only_to_subscribers_that_ask_for_them() -> None:
+    """By default a subscriber gets every kind but "text"; `wants` says whether anyone reads text (which is
+    what makes the orchestrator stream), and stops saying so once that subscriber leaves."""
+    bus = EventBus()
+    progress: list[str] = []
+    texts: list[str] = []
+    bus.subscribe(lambda event: progress.append(event.kind))
+    assert bus.active and not bus.wants("text") and bus.wants("finished")
+    stop = bus.subscribe(lambda event: texts.append(event.text or ""), kinds=("text",))
+    assert bus.wants("text")
+    bus.emit("started", record())
+    bus.emit("text", record(), text="hi")
+    bus.emit("finished", record())
+    stop()
+    bus.emit("text", record(), text="unheard")
+    assert progress == ["started", "finished"] and texts == ["hi"] and not bus.wants("text")
+    with pytest.raises(ValueError, match="unknown event kind"):
+        bus.subscribe(print, kinds=("txet",))  # type: ignore[arg-type]

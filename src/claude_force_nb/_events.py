@@ -23,14 +23,16 @@ from typing import Literal, get_args
 
 from ._records import RunRecord
 
-__all__ = ["DEFAULT_EVENT_KINDS", "EventBus", "EventKind", "RunEvent"]
+__all__ = ["DEFAULT_EVENT_KINDS", "EVENT_KINDS", "EventBus", "EventKind", "RunEvent"]
 
 log = logging.getLogger("claude_force_nb")
 
 EventKind = Literal[
     "queued", "started", "retrying", "text", "finished", "failed", "cached", "refused", "cancelled"
 ]
-_ALL_KINDS: frozenset[str] = frozenset(get_args(EventKind))
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
+"""Every event kind, for a subscriber that wants them all (`subscribe(callback, kinds=EVENT_KINDS)`)."""
+_ALL_KINDS: frozenset[str] = frozenset(EVENT_KINDS)
 DEFAULT_EVENT_KINDS: frozenset[str] = _ALL_KINDS - {"text"}
 """What a subscriber gets unless it asks otherwise: every step of a call, but not its streamed text."""
 

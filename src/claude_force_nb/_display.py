@@ -592,7 +592,6 @@ class BatchTable:
         return "<tr class='cfnb-row'><td>" + "</td><td>".join(cells) + "</td></tr>"
 
 
-
 def refresh_interval(expected: int) -> float:
     """Seconds between redraws: ten a second for a table that shows every row, four for a larger one (a
     drawing's size is bounded by `MAX_VISIBLE_ROWS`, so this bounds bytes per second whatever the batch)."""

@@ -182,3 +182,4 @@ def magics(
     yield instance
     shell.config.pop("AgentMagics", None)
     reset_session(None)
+    shell.config.pop("AgentMagics", None)  # one test's `%config AgentMagics.x = ...` stays in that test

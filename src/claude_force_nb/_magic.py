@@ -619,7 +619,7 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
     def _cmd_cache(self, action: str, argument: str | None = None) -> Any:
         cache = self._cache()
         if action == "info":
-            return cache.entries_frame()
+            return cache.entries_frame(tasks=True)
         if action == "clear":
             before = cache.stats().entries
             cache.clear()

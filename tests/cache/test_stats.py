@@ -37,9 +37,10 @@ def test_stats_content_and_frame(tmp_path: Path, clock: FakeClock) -> None:
 
 
 def test_entries_frame_content(tmp_path: Path, clock: FakeClock) -> None:
-    """One row per entry with key prefix, agent, model, bytes, times, hits and remaining TTL."""
+    """One row per entry with key prefix, agent, model, bytes, times, hits and remaining TTL (and the task
+    when asked: the bookkeeping is the same with or without it)."""
     with ResponseCache("disk", cache_dir=tmp_path, secret="s", clock=clock, ttl_hours=2) as cache:
-        assert list(cache.entries_frame().columns) == [
+        assert list(cache.entries_frame(tasks=True).columns) == [
             "key",
             "agent",
             "task",
@@ -53,7 +54,8 @@ def test_entries_frame_content(tmp_path: Path, clock: FakeClock) -> None:
         cache.put(make_request("x"), make_completion("abc"), agent="writer", cost_usd=0.0, latency_s=1.0)
         clock.advance(60)
         cache.get(make_request("x"), agent="writer")
-        frame = cache.entries_frame()
+        frame = cache.entries_frame(tasks=True)
+        pd.testing.assert_frame_equal(cache.entries_frame(), frame.drop(columns="task"))
         (row,) = frame.to_dict("records")
         assert cache.key(make_request("x")).startswith(row["key"])
         assert (row["agent"], row["model"], row["hits"]) == ("writer", "claude-sonnet-5-5", 1)

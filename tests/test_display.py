@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from claude_force_nb._display import MAX_VISIBLE_ROWS, AgentRun, BatchTable, StreamView
+from claude_force_nb._display import (
+    MAX_VISIBLE_ROWS,
+    PROVENANCE_MAX_CALLS,
+    AgentRun,
+    BatchTable,
+    StreamView,
+)
 from claude_force_nb._events import RunEvent
 from claude_force_nb._records import RunRecord
 from claude_force_nb._results import AgentResult
@@ -88,7 +94,26 @@ def test_an_inputs_result_displays_a_compact_frame_and_keeps_the_whole() -> None
     answer = "a long answer " * 40
     results = [AgentResult(agent_name="a", success=True, output=f"{i}: {answer}") for i in range(500)]
     run = AgentRun(results, kind="inputs", inputs=[{"n": i} for i in range(500)])
-    html_text = run._repr_mimebundle_()["text/html"]
+    html_text = run._repr_mimebundle_()[0]["text/html"]
     assert html_text.count("<tr>") < 30 and answer not in html_text and "…" in html_text
     assert len(html_text) < 20 * 500  # a sliver of the ~280 KB of answers
     assert run.to_frame()["output"].str.len().min() > len(answer)
+
+
+def test_the_provenance_of_a_large_run_lists_its_first_calls_and_counts_the_rest() -> None:
+    """Saved with every output: one entry per call up to PROVENANCE_MAX_CALLS, then counts by status."""
+    results = [
+        AgentResult(agent_name="a", success=i % 3 != 0, status="succeeded" if i % 3 else "failed")
+        for i in range(500)
+    ]
+    marks = AgentRun(results, kind="inputs", inputs=[{"n": i} for i in range(500)]).provenance()
+    assert (
+        len(marks["calls"]) == PROVENANCE_MAX_CALLS and marks["calls_omitted"] == 500 - PROVENANCE_MAX_CALLS
+    )
+    rest = results[PROVENANCE_MAX_CALLS:]
+    assert marks["omitted_by_status"] == {
+        "failed": sum(r.status == "failed" for r in rest),
+        "succeeded": sum(r.status == "succeeded" for r in rest),
+    }
+    small = AgentRun(results[:3], kind="fanout").provenance()
+    assert len(small["calls"]) == 3 and "calls_omitted" not in small

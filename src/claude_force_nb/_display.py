@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_VISIBLE_ROWS",
     "PROVENANCE_KEY",
+    "PROVENANCE_MAX_CALLS",
     "STREAM_INTERVAL_S",
     "TABLE_INTERVAL_S",
     "AgentRun",
@@ -61,6 +62,9 @@ _CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.S)
 _MIN_INTERVAL_S = 0.1
 PROVENANCE_KEY = "claude_force_nb"
 """The key of the provenance dict in an output's metadata (nbformat keeps it in the saved notebook)."""
+PROVENANCE_MAX_CALLS = 50
+"""Calls a provenance lists one by one; a larger run's others are counted (every row: `%agent runs N`), so
+the saved notebook of a 1,000-call run stays small."""
 MAX_VISIBLE_ROWS = 20
 """Rows a live table draws at most; a batch of up to this many calls shows every row."""
 TABLE_INTERVAL_S = 0.25
@@ -228,12 +232,14 @@ class AgentRun:
     def provenance(self) -> dict[str, Any]:
         """Where the answers came from, saved with the output in the notebook file: the cell, the batch id
         and per call its agent, model, run id, status, cost, cache key and whether it was served from the
-        cache (and in replay mode). JSON-safe: an unpriced cost is None."""
+        cache (and in replay mode); past `PROVENANCE_MAX_CALLS` calls, the rest are counted by status.
+        JSON-safe: an unpriced cost is None."""
 
         def money(value: float) -> float | None:
             return None if math.isnan(value) else round(value, 10)
 
-        return {
+        listed = self.results[:PROVENANCE_MAX_CALLS]
+        marks: dict[str, Any] = {
             "cell": self.cell,
             "batch_id": self.batch_id,
             "kind": self.kind,
@@ -250,9 +256,14 @@ class AgentRun:
                     "cached": r.cached,
                     "replayed": bool(r.metadata.get("replayed", False)),
                 }
-                for r in self.results
+                for r in listed
             ],
         }
+        if len(self.results) > len(listed):  # a large run: the first calls, the rest counted
+            rest = self.results[len(listed) :]
+            marks["calls_omitted"] = len(rest)
+            marks["omitted_by_status"] = dict(Counter(r.status for r in rest))
+        return marks
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
@@ -451,10 +462,10 @@ class StreamView:
             sys.stdout.write(f"\n{run.summary()}\n")
             return
         clear_output(wait=True)  # takes effect with the next output: no flicker, one final rendering
-        bundle = run._repr_mimebundle_()
+        bundle, metadata = run._repr_mimebundle_()
         if len(bundle) > 1:  # a rich rendering shows the text; the plain fallback need not carry it twice
             bundle["text/plain"] = repr(run)
-        display(bundle, raw=True)
+        display(bundle, metadata=metadata, raw=True)
 
 
 _COLUMNS = ("agent", "status", "progress", "attempts", "tokens", "cost", "latency", "cached")

@@ -663,3 +663,24 @@ def test_the_live_table_and_the_charts_share_the_status_colours() -> None:
     ax = render(plot_timeline(frame_of([call("a", start=0, latency=1)])))
     assert [tuple(c) for c in bars_of(ax).get_facecolors()] == [SUCCEEDED]
     assert STATUS_COLOURS["succeeded"] in status_badge("succeeded")
+
+
+@pytest.mark.parametrize("theme", ["auto", "dark"])
+def test_chart_figure_png_is_transparent_or_themed(theme: str) -> None:
+    """`%agent plot` and the panel draw on `chart_figure`: its PNG's background is transparent for "auto"
+    (no white block on a dark notebook) and the theme's colour for "dark"."""
+    import io
+
+    from matplotlib.colors import to_rgba
+    from matplotlib.image import imread
+
+    from claude_force_nb._display import figure_png
+    from claude_force_nb._plots import chart_figure
+
+    figure = chart_figure((9, 5), theme)  # type: ignore[arg-type]
+    plot_cost(frame_of(session(6)), ax=figure.subplots(), theme=theme)  # type: ignore[arg-type]
+    corner = imread(io.BytesIO(figure_png(figure)))[0, 0]
+    if theme == "auto":
+        assert corner[3] == 0.0
+    else:
+        assert tuple(corner) == pytest.approx(to_rgba("#1e1e1e"), abs=1 / 255)

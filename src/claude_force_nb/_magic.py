@@ -643,13 +643,11 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
 
     def _cmd_plot(self, which: str, theme: str = "auto") -> None:
         from IPython.display import Image
-        from matplotlib.figure import Figure
 
         from . import _plots
 
-        # A bare Figure, shown as a PNG: the same image whatever matplotlib backend the kernel uses, and
-        # nothing left behind in pyplot's figure list. (Call plot_*() yourself for an Axes to adjust.)
-        figure = Figure(figsize=(9, 5), layout="constrained")
+        # A bare Figure, shown as a PNG (see chart_figure). Call plot_*() yourself for an Axes to adjust.
+        figure = _plots.chart_figure((9, 5), theme)  # type: ignore[arg-type]
         ax = figure.subplots()
         frame = self.session.runs_frame()
         style: Any = {"ax": ax, "theme": theme}
@@ -662,8 +660,6 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             _plots.plot_cache(frame, stats=cache.stats() if cache is not None else None, **style)
         else:
             _plots.plot_timeline(frame, attempts=_plots.attempts_frame(self.session.run_log), **style)
-        if theme == "auto":  # the bare Figure is ours: transparent, so the notebook's theme shows through
-            figure.patch.set_alpha(0.0)
         display(Image(data=figure_png(figure), format="png"))
 
     def _cmd_panel(self) -> Any:

@@ -199,16 +199,15 @@ class AgentPanel:
     def _refresh_charts(self) -> None:
         """Redraw the four charts from the session's run log into the Charts tab, as one PNG.
 
-        A bare `Figure` (not pyplot) renders without touching the notebook's backend or its figure list.
+        A bare, transparent `Figure` (see `chart_figure`): readable on the light and the dark theme.
         """
         from IPython.display import Image
-        from matplotlib.figure import Figure
 
         from . import _plots
 
         frame = self.session.runs_frame()
         cache = self.session.orchestrator().cache
-        figure = Figure(figsize=(13, 8), layout="constrained")
+        figure = _plots.chart_figure((13, 8))
         axes = figure.subplots(2, 2)
         _plots.plot_latency(frame, ax=axes[0][0])
         _plots.plot_cost(frame, ax=axes[0][1])

@@ -32,8 +32,17 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["ATTEMPT_COLUMNS", "attempts_frame", "plot_cache", "plot_cost", "plot_latency", "plot_timeline"]
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "attempts_frame",
+    "chart_figure",
+    "plot_cache",
+    "plot_cost",
+    "plot_latency",
+    "plot_timeline",
+]
 
 ATTEMPT_COLUMNS = ("run_id", "agent", "attempt", "start", "end", "outcome", "cached", "status")
 
@@ -168,6 +177,20 @@ def _apply_theme(ax: Axes, theme: str, *, own_figure: bool) -> Axes:
         elif same_color(colour, _MUTED):
             text.set_color(muted)
     return ax
+
+
+def chart_figure(size: tuple[float, float], theme: Theme = "auto") -> Figure:
+    """A bare Figure for the package's own chart views (`%agent plot`, the panel): no pyplot, so the same PNG
+    whatever the kernel's backend and nothing left in pyplot's figure list. With `theme="auto"` it is
+    transparent, so the notebook's light or dark background shows through; "light"/"dark" paint their own
+    (the plot_* functions do that)."""
+    from matplotlib.figure import Figure
+
+    _check_theme(theme)
+    figure = Figure(figsize=size, layout="constrained")
+    if theme == "auto":
+        figure.patch.set_alpha(0.0)
+    return figure
 
 
 def _message(ax: Axes, title: str, text: str) -> Axes:

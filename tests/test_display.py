@@ -54,7 +54,7 @@ def test_a_table_drawing_does_not_grow_with_the_batch(final: bool) -> None:
     assert large_html.count(status_badge("running")) == (0 if final else 8)
     shown = large_html.count("class='cfnb-row'")
     assert f"{10_000 - shown} more rows:" in large_html and "10 queued" in large_html
-    assert "9982/10000 done · 18 in flight · 3 failed" in large_html
+    assert "9979/10000 done · 8 running · 10 queued · 3 failed" in large_html
 
 
 def test_a_small_batch_shows_every_row_and_its_totals() -> None:
@@ -117,3 +117,41 @@ def test_the_provenance_of_a_large_run_lists_its_first_calls_and_counts_the_rest
     }
     small = AgentRun(results[:3], kind="fanout").provenance()
     assert len(small["calls"]) == 3 and "calls_omitted" not in small
+
+
+def test_totals_count_each_state_apart() -> None:
+    """Queued calls are not counted as started or in flight; a cancelled call is neither done nor failed;
+    cache hits are counted among the answers (regression: "6 started" with 2 running, "6/6 done · 5 failed"
+    after Cancel)."""
+    table = BatchTable(expected=6, title="6 calls")
+    records = [RunRecord(run_id=f"r{i}", agent=f"agent-{i}", model="m") for i in range(6)]
+    for record in records:
+        _feed(table, record, "queued")
+    _feed(table, records[0], "running", attempts=1)
+    _feed(table, records[1], "retrying", attempts=1)
+    assert table.totals().startswith("0/6 done · 1 running · 1 retrying · 4 queued · ")
+    _feed(table, records[0], "succeeded", attempts=1, latency_s=0.5)
+    _feed(table, records[2], "cached", cached=True, latency_s=0.01)
+    for record in records[1:2] + records[3:]:
+        _feed(table, record, "cancelled", error="cancelled")
+    totals = table.totals()
+    assert totals.startswith("2/6 done (1 cached) · 4 cancelled · ")
+    assert "failed" not in totals and "queued" not in totals and "hit rate 50%" in totals
+
+
+def test_rows_show_progress_latency_and_reasons_only_where_true() -> None:
+    """A full bar means an answer; a cancelled or refused call has none, a call never sent shows no latency
+    or tokens, and a refused or failed row carries its reason (whole on hover)."""
+    reason = "budget: this call's worst case $0.0120 would pass the $0.0010 limit"
+    table = BatchTable(expected=3, title="3 calls")
+    ok = RunRecord(run_id="ok", agent="ok", model="m")
+    refused = RunRecord(run_id="no", agent="no", model="m")
+    cancelled = RunRecord(run_id="cx", agent="cx", model="m")
+    _feed(table, ok, "succeeded", attempts=1, latency_s=0.5, output_tokens=9)
+    _feed(table, refused, "refused", error=reason, latency_s=0.2)
+    _feed(table, cancelled, "cancelled", error="cancelled", latency_s=3.0)
+    rows = table.render().split("class='cfnb-row'")[1:]
+    assert "value='1'" in rows[0] and "0.50s" in rows[0]
+    for row in rows[1:]:
+        assert "value='1'" not in row and "0.20s" not in row and "3.00s" not in row and "→" not in row
+    assert "cfnb-reason" in rows[1] and "would pass the" in rows[1]

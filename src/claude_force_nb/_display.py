@@ -30,7 +30,7 @@ import re
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._records import RunRecord
@@ -472,6 +472,7 @@ _COLUMNS = ("agent", "status", "progress", "attempts", "tokens", "cost", "latenc
 _FAILED = frozenset({"failed", "refused", "cancelled"})
 _IN_FLIGHT = frozenset({"running", "retrying"})
 _STATUS_ORDER = ("succeeded", "cached", "failed", "refused", "cancelled", "running", "retrying", "queued")
+_OTHER_STATES = ("running", "retrying", "queued", "failed", "refused", "cancelled")
 # One style block per drawing instead of a style attribute on every cell: a row is ~4x smaller.
 _TABLE_STYLE = (
     "<style>.cfnb-table table{font-size:12px}.cfnb-table td,.cfnb-table th{text-align:left;"
@@ -523,18 +524,18 @@ class BatchTable:
 
     @property
     def done(self) -> int:
+        """Calls that ended, however they ended (the first figure of the totals counts answers only)."""
         return sum(self._counts[s] for s in _STATUS_ORDER[:5])
 
+    def counts(self) -> dict[str, int]:
+        """Calls per status (every status, zeros included) as the events so far say."""
+        return {status: self._counts[status] for status in _STATUS_ORDER}
+
     def totals(self) -> str:
-        done = self.done
-        elapsed = time.time() - self.started
-        if not done:
-            return f"0/{self.expected} done · {len(self.records)} started · {elapsed:.1f} s"
-        failed = sum(self._counts[s] for s in _FAILED)
-        in_flight = len(self.records) - done
-        return (
-            f"{done}/{self.expected} done · {in_flight} in flight · {failed} failed · "
-            f"{format_cost(self._cost)} · {elapsed:.1f} s · hit rate {self._hits / done:.0%}"
+        """`answered/expected done`, then each other state that has calls: a queued call is not counted as
+        started, and a cancelled one is neither done nor failed."""
+        return totals_line(
+            self.counts(), expected=self.expected, cost=self._cost, elapsed=time.time() - self.started
         )
 
     def _visible(self) -> list[RunRecord]:
@@ -575,32 +576,52 @@ class BatchTable:
         )
 
     def _row(self, r: RunRecord) -> str:
-        if r.done:
-            tokens = r.input_tokens + r.cache_read_input_tokens + r.cache_creation_input_tokens
-            progress = "<progress value='1' max='1'></progress>"
-            cells = (
-                html.escape(r.agent),
-                status_badge(r.status),
-                progress,
-                str(r.attempts),
-                f"{tokens}→{r.output_tokens}",
-                ("≤" if r.cost_is_estimate else "") + format_cost(r.cost_usd),
-                "" if math.isnan(r.latency_s) else f"{r.latency_s:.2f}s",
-                "✓" if r.cached else "",
-            )
-        else:
-            progress = "<progress></progress>" if r.status in _IN_FLIGHT else ""
-            cells = (
-                html.escape(r.agent),
-                status_badge(r.status),
-                progress,
-                str(r.attempts),
-                "",
-                "",
-                "",
-                "",
-            )
-        return "<tr class='cfnb-row'><td>" + "</td><td>".join(cells) + "</td></tr>"
+        return "<tr class='cfnb-row'><td>" + "</td><td>".join(row_cells(r)) + "</td></tr>"
+
+
+def totals_line(counts: Mapping[str, int], *, expected: int, cost: float, elapsed: float) -> str:
+    """The totals of a batch from its calls per status: answers (cached among them) out of the expected
+    calls, then every other state that has calls, the cost so far, the time and the hit rate."""
+    answered = counts.get("succeeded", 0) + counts.get("cached", 0)
+    parts = [f"{answered}/{expected} done"]
+    if counts.get("cached", 0):
+        parts[0] += f" ({counts['cached']} cached)"
+    parts += [f"{counts[s]} {s}" for s in _OTHER_STATES if counts.get(s, 0)]
+    parts += [format_cost(cost), f"{elapsed:.1f} s"]
+    if answered:
+        parts.append(f"hit rate {counts.get('cached', 0) / answered:.0%}")
+    return " · ".join(parts)
+
+
+def row_cells(r: RunRecord) -> tuple[str, ...]:
+    """One call's cells for `_COLUMNS`, as HTML. A full progress bar means an answer; an ended call without
+    one says why in its status cell (the whole reason on hover); a call never sent shows no latency."""
+    answered = r.status in ("succeeded", "cached")
+    status = status_badge(r.status)
+    if r.done and not answered and r.error:
+        reason = html.escape(r.error, quote=True)
+        status += f" <span class='cfnb-reason' title='{reason}'>{html.escape(_short(r.error))}</span>"
+    if answered:
+        progress = "<progress value='1' max='1'></progress>"
+    else:
+        progress = "<progress></progress>" if r.status in _IN_FLIGHT else ""
+    sent = r.attempts > 0 or r.cached
+    tokens = r.input_tokens + r.cache_read_input_tokens + r.cache_creation_input_tokens
+    return (
+        html.escape(r.agent),
+        status,
+        progress,
+        str(r.attempts),
+        f"{tokens}→{r.output_tokens}" if r.done and sent else "",
+        ("≤" if r.cost_is_estimate else "") + format_cost(r.cost_usd) if r.done else "",
+        f"{r.latency_s:.2f}s" if r.done and sent and not math.isnan(r.latency_s) else "",
+        "✓" if r.cached else "",
+    )
+
+
+def _short(text: str, limit: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def refresh_interval(expected: int) -> float:

@@ -137,3 +137,42 @@ def test_text_events_go_only_to_subscribers_that_ask_for_them() -> None:
     assert progress == ["started", "finished"] and texts == ["hi"] and not bus.wants("text")
     with pytest.raises(ValueError, match="unknown event kind"):
         bus.subscribe(print, kinds=("txet",))  # type: ignore[arg-type]
+
+
+def test_a_filtered_text_subscription_wants_only_the_calls_it_accepts() -> None:
+    """`where` decides, per record, both who hears an event and whether the bus wants that call's text
+    (what makes the orchestrator stream it); an unfiltered "text" subscriber wants every call's."""
+    bus = EventBus()
+    chosen, other = record("chosen"), record("other")
+    heard: list[str] = []
+    unsubscribe = bus.subscribe(
+        lambda e: heard.append(e.record.agent), kinds=("text",), where=lambda r: r.agent == "chosen"
+    )
+    assert bus.wants("text", chosen) and not bus.wants("text", other)
+    assert not bus.wants("started", chosen)
+    bus.emit("text", chosen, text="a")
+    bus.emit("text", other, text="b")
+    assert heard == ["chosen"]
+    everyone = bus.subscribe(lambda e: None, kinds=("text",))
+    assert bus.wants("text", other)
+    everyone()
+    unsubscribe()
+    assert not bus.wants("text", chosen) and not bus.active
+
+
+async def test_only_the_call_a_filtered_subscriber_reads_is_streamed(sim: Simulator) -> None:
+    """Three calls, a text subscription for one of them: one streamed request reaches the API, and that
+    call's text events (alone) arrive."""
+    for name in ("a", "b", "c"):
+        define_agent(name, "You help.")
+    orch = make_orchestrator(sim)
+    texts: list[str] = []
+    unsubscribe = orch.events.subscribe(
+        lambda e: texts.append(e.record.agent), kinds=("text",), where=lambda r: r.agent == "b"
+    )
+    results = await orch.execute_multiple([("a", "x"), ("b", "y"), ("c", "z")])
+    unsubscribe()
+    await orch.aclose()
+    assert all(r.success for r in results)
+    assert sim.stats()["streamed"] == 1
+    assert texts and set(texts) == {"b"}

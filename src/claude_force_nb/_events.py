@@ -54,40 +54,59 @@ class RunEvent:
 
 
 Subscriber = Callable[[RunEvent], None]
+RecordFilter = Callable[[RunRecord], bool]
 
 
 class EventBus:
     """Fan-out of run events to subscribers, each receiving only the kinds it asked for."""
 
     def __init__(self) -> None:
-        self._subscribers: list[tuple[Subscriber, frozenset[str]]] = []
-        self._wanted: dict[str, int] = {}  # kind -> how many subscribers want it
+        self._subscribers: list[tuple[Subscriber, frozenset[str], RecordFilter | None]] = []
+        self._wanted: dict[str, int] = {}  # kind -> how many subscribers want it (filtered or not)
+        self._everywhere: dict[str, int] = {}  # kind -> how many want it for every call
 
     @property
     def active(self) -> bool:
         """Whether anyone listens at all."""
         return bool(self._subscribers)
 
-    def wants(self, kind: EventKind) -> bool:
-        """Whether any subscriber asked for `kind` (the orchestrator streams only if one wants "text")."""
-        return self._wanted.get(kind, 0) > 0
+    def wants(self, kind: EventKind, record: RunRecord | None = None) -> bool:
+        """Whether any subscriber asked for `kind` (for `record`, when given: a subscriber's `where` is
+        asked). The orchestrator streams a call's attempt only if someone wants its "text"."""
+        if self._everywhere.get(kind, 0) > 0:
+            return True
+        if not self._wanted.get(kind, 0):
+            return False
+        return any(
+            kind in wanted and where is not None and (record is None or where(record))
+            for _, wanted, where in self._subscribers
+        )
 
     def subscribe(
-        self, callback: Subscriber, *, kinds: Iterable[EventKind] | None = None
+        self,
+        callback: Subscriber,
+        *,
+        kinds: Iterable[EventKind] | None = None,
+        where: RecordFilter | None = None,
     ) -> Callable[[], None]:
         """Call `callback(event)` for every event of `kinds` from now on; returns the unsubscribe function.
 
         `kinds` defaults to `DEFAULT_EVENT_KINDS` (everything but "text"). Asking for "text" makes every
-        call stream its answer while this subscriber is subscribed.
+        call stream its answer while this subscriber is subscribed; with `where`, only the calls whose
+        record it accepts (asked as each attempt starts, so a call chosen while queued streams, one already
+        answering does not), and only their events reach `callback`. The panel streams the selected call
+        this way and no other.
         """
         wanted = DEFAULT_EVENT_KINDS if kinds is None else frozenset(kinds)
         unknown = wanted - _ALL_KINDS
         if unknown:
             raise ValueError(f"unknown event kind(s): {', '.join(sorted(unknown))}")
-        entry = (callback, wanted)
+        entry = (callback, wanted, where)
         self._subscribers.append(entry)
         for kind in wanted:
             self._wanted[kind] = self._wanted.get(kind, 0) + 1
+            if where is None:
+                self._everywhere[kind] = self._everywhere.get(kind, 0) + 1
 
         def unsubscribe() -> None:
             try:
@@ -96,6 +115,8 @@ class EventBus:
                 return  # already unsubscribed
             for kind in wanted:
                 self._wanted[kind] -= 1
+                if where is None:
+                    self._everywhere[kind] -= 1
 
         return unsubscribe
 
@@ -111,8 +132,8 @@ class EventBus:
         if not self._wanted.get(kind):
             return
         event = RunEvent(kind, record, time.time(), text=text, delay_s=delay_s, error=error)
-        for callback, wanted in tuple(self._subscribers):
-            if kind not in wanted:
+        for callback, wanted, where in tuple(self._subscribers):
+            if kind not in wanted or (where is not None and not where(record)):
                 continue
             try:
                 callback(event)

@@ -766,15 +766,14 @@ class AsyncAgentOrchestrator:
         policy = self.retry_policy
         backend = self.backend()
         events = self.events
-        stream: TextCallback | None = None
-        # Stream only for someone who reads the text: streaming costs far more client CPU than one JSON body,
-        # and a progress view (which subscribes to everything but "text") has no use for it.
-        if on_text is not None or events.wants("text"):
 
-            def stream(delta: str) -> None:
-                if on_text is not None:
-                    _deliver(on_text, delta)
-                events.emit("text", record, text=delta)
+        # Stream only for someone who reads the text: streaming costs far more client CPU than one JSON body,
+        # and a progress view (which subscribes to everything but "text") has no use for it. Asked per
+        # attempt, for this call: a reader may want one call's text only (the panel's selected row).
+        def stream(delta: str) -> None:
+            if on_text is not None:
+                _deliver(on_text, delta)
+            events.emit("text", record, text=delta)
 
         estimate_in = -1  # computed only when a rate limit needs it
         retries = 0
@@ -799,13 +798,14 @@ class AsyncAgentOrchestrator:
                     record.queue_s = span.start - record.queued_at
                 record.status = "running"
                 events.emit("started", record)
+                streamed = stream if on_text is not None or events.wants("text", record) else None
                 try:
                     if sys.version_info >= (3, 11):  # the deadline runs in this task, no wrapper task
                         async with asyncio.timeout(self.timeout_seconds):
-                            completion = await backend.complete(request, on_text=stream)
+                            completion = await backend.complete(request, on_text=streamed)
                     else:  # Python 3.10
                         completion = await asyncio.wait_for(
-                            backend.complete(request, on_text=stream), self.timeout_seconds
+                            backend.complete(request, on_text=streamed), self.timeout_seconds
                         )
                 except asyncio.TimeoutError:
                     error: BackendError = AttemptTimeoutError(

@@ -13,7 +13,7 @@ import claude_force_nb
 from claude_force_nb.sim import Simulator
 
 PACKAGE = Path(claude_force_nb.__file__).parent
-EDGE_MODULES = frozenset({"_magic", "_batch_magic", "_panel", "_display", "_plots"})
+EDGE_MODULES = frozenset({"_magic", "_batch_magic", "_panel", "_panel_views", "_display", "_plots"})
 """The notebook edge (docs/architecture.md): the only modules that may use IPython, widgets or matplotlib."""
 NOTEBOOK_LIBRARIES = ("IPython", "ipywidgets", "ipykernel", "traitlets", "matplotlib")
 

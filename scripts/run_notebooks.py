@@ -6,6 +6,10 @@
 Each notebook runs in a fresh kernel with its own folder as the working directory. Without
 ANTHROPIC_API_KEY the notebooks use the bundled simulator (answers marked "[simulated ...]"). Exits non-zero
 if any cell fails, after writing what ran so the failure can be read in the executed copy.
+
+The HTML opens offline: it is JupyterLab's export without the scripts the stock template loads from public
+CDNs (require.js, the widget manager, MathJax, Mermaid), and a widget is shown by the static HTML it saves
+beside its view (the panel's last state), not by a widget manager.
 """
 
 from __future__ import annotations
@@ -53,15 +57,38 @@ def run(path: Path, out: Path, *, html: bool, timeout: int) -> bool:
     nbformat.write(notebook, target)
     written = [str(target)]
     if html:
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_notebook_node(notebook)
+        body = offline_html(notebook)
         html_path = target.with_suffix(".html")
         html_path.write_text(body, encoding="utf-8")
         written.append(str(html_path))
     state = "ran" if ok else "FAILED"
     print(f"{state} {path.name} in {time.perf_counter() - started:.1f} s -> {', '.join(written)}")
     return ok
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def offline_html(notebook: nbformat.NotebookNode) -> str:
+    """The notebook as one HTML page that loads nothing from the network (see the module docstring)."""
+    import copy
+
+    from nbconvert import HTMLExporter
+
+    page = copy.deepcopy(notebook)
+    page.metadata.pop("widgets", None)
+    for cell in page.cells:
+        for output in cell.get("outputs", ()):
+            data = output.get("data", {})
+            if WIDGET_VIEW in data and "text/html" in data:
+                del data[WIDGET_VIEW]  # the widget's static snapshot stands in for the live view
+    exporter = HTMLExporter(
+        template_name="lab",
+        template_file="offline.html.j2",
+        extra_template_paths=[str(Path(__file__).resolve().parent / "offline_html")],
+    )
+    body, _ = exporter.from_notebook_node(page)
+    return body
 
 
 def main() -> int:

@@ -203,3 +203,57 @@ def test_dollar_amounts_are_never_typeset_as_maths(lab: str, tmp_path: Path) -> 
             assert text.count("$") >= 3, text  # costs in the summaries and tables, amounts in the answers
             assert outputs.locator("mjx-container, .MathJax, .katex").count() == 0, text
         browser.close()
+
+
+def test_the_exported_html_opens_offline_and_shows_the_panels_table(tmp_path: Path) -> None:
+    """`scripts/run_notebooks.py` (what `make demo` runs) writes HTML that loads nothing from the network:
+    opened in Chromium with every non-file request blocked, no request is even attempted, and the panel's
+    saved snapshot shows its table (the widget itself needs a widget manager, which would come from a CDN)."""
+    _require_browser()
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    cells = [
+        "%load_ext claude_force_nb",
+        "import claude_force_nb\npanel = claude_force_nb.panel()\n"
+        "panel.agents.value = ('code-reviewer', 'security-auditor')\n"
+        "panel.task.value = 'Is $5 more than $3?'\npanel_run = panel.run()\npanel",
+        "await panel_run",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "panel.ipynb"
+    nbformat.write(notebook, source)
+    shutil.copytree(ROOT / "notebooks" / ".claude", tmp_path / ".claude")
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), str(source), "--out", str(out)],
+        check=True,
+        timeout=600,
+        env=dict(os.environ, MPLBACKEND="agg"),
+    )
+    page_file = out / "panel.html"
+    assert "<script src=" not in page_file.read_text(encoding="utf-8")
+    blocked: list[str] = []
+
+    def only_files(route: object) -> None:
+        url = route.request.url  # type: ignore[attr-defined]
+        if url.startswith("file:"):
+            route.continue_()  # type: ignore[attr-defined]
+        else:
+            blocked.append(url)
+            route.abort()  # type: ignore[attr-defined]
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(offline=True)
+        context.route("**/*", only_files)
+        page = context.new_page()
+        page.goto(page_file.as_uri())
+        page.wait_for_load_state("load")
+        rows = page.locator(".cfnb-panel-snapshot .cfnb-row")
+        assert rows.count() == 2
+        assert "done: 2 call(s)" in page.locator(".cfnb-panel-snapshot").inner_text()
+        assert page.locator("script[src]").count() == 0
+        browser.close()
+    assert blocked == []

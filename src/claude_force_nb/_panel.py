@@ -17,6 +17,7 @@ beside the widget, so a saved notebook or its HTML export shows the table withou
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import html
 from collections.abc import Callable
 from typing import Any
@@ -296,12 +297,18 @@ class AgentPanel:
         self._update_snapshot()
 
     def _update_snapshot(self) -> None:
-        """Replace the saved static copy (the widget view itself is unchanged: same model)."""
+        """Replace the saved static copy (the widget view itself is unchanged: same model).
+
+        Sent from an empty context: the run's task (and its done callback) carries the context of the cell
+        that pressed Run, and ipykernel takes a message's parent from it, so the update would name a cell
+        that has long finished; front ends that apply updates only for the cell running now (nbclient, so
+        `make demo`) would drop it. With no parent in the context, ipykernel uses the latest request's.
+        """
         if self._display_id is None:
             return
         from IPython.display import update_display
 
-        update_display(self._bundle(), raw=True, display_id=self._display_id)
+        contextvars.Context().run(update_display, self._bundle(), raw=True, display_id=self._display_id)
 
     def _refresh_cache_stats(self) -> None:
         cache = self.session.orchestrator().cache

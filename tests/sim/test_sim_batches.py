@@ -212,3 +212,31 @@ async def test_process_mode_serves_batches(make_client: Any) -> None:
         batch = await client.messages.batches.create(requests=items(3))
         await wait_ended(client, batch.id)
         assert len(await collect(client, batch.id)) == 3
+
+
+async def test_the_batch_path_has_its_own_prompt_cache(make_client: Any) -> None:
+    """A prefix cached by an ordinary call is not read by a batch item (it writes its own), and the next
+    batch item reads the batch path's copy."""
+    system = [
+        {"type": "text", "text": "long shared instructions " * 40, "cache_control": {"type": "ephemeral"}}
+    ]
+    with serve(min_cache_tokens=50) as cached:
+        client = make_client(cached)
+        first = await client.messages.create(model=MODEL, max_tokens=20, system=system, messages=user("a"))
+        assert first.usage.cache_creation_input_tokens > 0
+        requests = [
+            {
+                "custom_id": f"r{i}",
+                "params": {"model": MODEL, "max_tokens": 20, "system": system, "messages": user("b")},
+            }
+            for i in range(2)
+        ]
+        batch = await client.messages.batches.create(requests=requests)
+        await wait_ended(client, batch.id)
+        usage = sorted(
+            (line.result.message.usage for line in await collect(client, batch.id)),
+            key=lambda u: u.cache_read_input_tokens,
+        )
+    assert usage[0].cache_read_input_tokens == 0
+    assert usage[0].cache_creation_input_tokens == first.usage.cache_creation_input_tokens
+    assert usage[1].cache_read_input_tokens == first.usage.cache_creation_input_tokens

@@ -223,3 +223,23 @@ async def test_the_saved_output_of_a_large_run_stays_small(kernel: Kernel) -> No
     assert await kernel.value("len(_agent_last.to_frame())") == 1000
     assert saved["big"] <= 1.5 * saved["small"]
     assert saved["big"] < 40_000  # 1,000 rows at the ~450 bytes a drawn row took would be ~450 KB
+
+
+async def test_live_views_without_updates_in_place_append_instead(kernel: Kernel) -> None:
+    """The fallback for a front end that does not apply `update_display`: a table is shown once, final,
+    and a --bg stream appends its text (as stream output) instead of redrawing one display."""
+    outputs = await kernel.run(
+        "from claude_force_nb._display import TableView, StreamView, AgentRun\n"
+        "from claude_force_nb._results import AgentResult\n"
+        "view = TableView(expected=2, title='2 calls', updates=False)\nview.finish()"
+    )
+    tables = [o for o in outputs if "cfnb-table" in str(o.get("data", {}).get("text/html", ""))]
+    assert len(tables) == len(outputs) == 1 and "display_id" not in str(tables[0].get("transient", ""))
+    outputs = await kernel.run(
+        "stream = StreamView(label='a', append=False, updates=False)\n"
+        "for piece in ('one ', 'two '): stream.on_text(piece)\n"
+        "stream.finish(AgentRun([AgentResult(agent_name='a', success=True, output='one two ')]))"
+    )
+    assert not any("display_id" in str(o.get("transient", "")) for o in outputs)
+    rendered = [o for o in outputs if "text/markdown" in o.get("data", {})]
+    assert len(rendered) == 1 and "one two" in rendered[0]["data"]["text/markdown"]

@@ -362,6 +362,24 @@ def _frame_html(frame: pd.DataFrame) -> str:
         return str(frame.to_html(max_rows=_FRAME_ROWS))
 
 
+def in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (rich outputs reach a front end), not terminal IPython."""
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def can_update_in_place() -> bool:
+    """Whether an output can be redrawn in place (`update_display`).
+
+    A kernel's front ends apply updates (JupyterLab, Notebook, VS Code, Colab); terminal IPython cannot take
+    an output back and prints every update again (as `<IPython.core.display.Markdown object>` lines), so
+    there live views print plain text as it arrives and nothing else. Views take `updates=` to force either
+    path (tests drive both).
+    """
+    return in_kernel()
+
+
 class Throttle:
     """Call `render` at most once per `interval_s`, always once more after the last poke."""
 
@@ -405,17 +423,19 @@ class Throttle:
 class StreamView:
     """One call's text, shown as it arrives (see the module docstring: appended, or redrawn for `--bg`)."""
 
-    def __init__(self, *, label: str = "", append: bool = True) -> None:
+    def __init__(self, *, label: str = "", append: bool = True, updates: bool | None = None) -> None:
         from IPython.display import Markdown, display
 
+        updates = can_update_in_place() if updates is None else updates
         self._markdown = Markdown
         self._label = label
-        self._append = append
+        # Redrawing needs updates in place; without them (a terminal) the text is appended, --bg included.
+        self._append = append or not updates
         self._parts: list[str] = []  # the text so far (redraw mode) or not yet sent (append mode)
         self.sent_chars = 0
         # One note that stays true while the text streams below it (no update needed at the first token).
         self._answering = small_note(f"{label or 'the agent'} is answering…")
-        self._handle = display(Markdown(self._answering), display_id=True)
+        self._handle = display(Markdown(self._answering), display_id=True) if updates else None
         self._throttle = Throttle(self._update, STREAM_INTERVAL_S if append else _MIN_INTERVAL_S)
 
     def _update(self) -> None:
@@ -453,11 +473,10 @@ class StreamView:
             if self._handle is not None:
                 self._handle.update(run)
             return
-        from IPython import get_ipython
         from IPython.display import clear_output, display
 
         sys.stdout.flush()
-        if getattr(get_ipython(), "kernel", None) is None:
+        if not in_kernel():
             # A terminal has already printed the text and cannot take it back: add the summary only.
             sys.stdout.write(f"\n{run.summary()}\n")
             return
@@ -633,14 +652,16 @@ def refresh_interval(expected: int) -> float:
 class TableView:
     """A `BatchTable` shown in the cell's output and updated in place; `hint` ends a large final table."""
 
-    def __init__(self, *, expected: int, title: str, hint: str = "") -> None:
+    def __init__(self, *, expected: int, title: str, hint: str = "", updates: bool | None = None) -> None:
         from IPython.display import HTML, display
 
         self._html = HTML
         self.hint = hint
         self.table = BatchTable(expected=expected, title=title)
         self._throttle = Throttle(self._update, refresh_interval(expected))
-        self._handle = display(HTML(self.table.render()), display_id=True)
+        self.updates = can_update_in_place() if updates is None else updates
+        # Without updates in place nothing is drawn live; the final table is shown once (in a kernel).
+        self._handle = display(HTML(self.table.render()), display_id=True) if self.updates else None
 
     @property
     def renders(self) -> int:
@@ -658,5 +679,10 @@ class TableView:
         """Draw the final table once (complete for a small batch, compact for a large one)."""
         self._throttle.cancel()
         self._throttle.renders += 1
+        final = self._html(self.table.render(final=True, hint=self.hint))
         if self._handle is not None:
-            self._handle.update(self._html(self.table.render(final=True, hint=self.hint)))
+            self._handle.update(final)
+        elif in_kernel():  # a terminal would print "<IPython.core.display.HTML object>": the summary says it
+            from IPython.display import display
+
+            display(final)

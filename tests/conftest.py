@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
 
     from claude_force_nb._magic import AgentMagics
 from claude_force_nb.sim import Simulator, serve
+from tests.redis_support import RedisServer
 
 _CLEARED_ENV = (
     "ANTHROPIC_API_KEY",
@@ -183,3 +187,41 @@ def magics(
     shell.config.pop("AgentMagics", None)
     reset_session(None)
     shell.config.pop("AgentMagics", None)  # one test's `%config AgentMagics.x = ...` stays in that test
+
+
+# -- Redis -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """CFNB_TEST_REDIS_URL, else a private redis-server for the session, else skip (fail if required)."""
+    given = os.environ.get("CFNB_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    with _redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may freeze (SIGSTOP), kill or restart."""
+    with _redis_server(tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _redis_server(workdir: Path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CFNB_REQUIRE_REDIS") == "1":
+            pytest.fail("CFNB_REQUIRE_REDIS=1 but there is no redis-server")
+        pytest.skip("no redis-server on PATH")
+    try:
+        server = RedisServer(binary, workdir)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -102,8 +102,8 @@ async def test_counts_are_paced_to_the_endpoints_limit_without_429s() -> None:
     """With the orchestrator's count_tokens_per_minute a little under the simulator's limit, a preview
     larger than the limit's burst waits for it instead of running into 429s."""
     define_agent("a", "x")
-    with serve(count_tokens_per_minute=60) as sim:
-        async with make_orchestrator(sim, model=MODEL, count_tokens_per_minute=56) as orch:
+    with serve(count_tokens_per_minute=1200) as sim:
+        async with make_orchestrator(sim, model=MODEL, count_tokens_per_minute=1120) as orch:
             preview = await orch.estimate([("a", f"task {i}") for i in range(58)])
         stats = sim.stats()
     assert stats["count_tokens"] == 58 and stats["count_tokens_limited"] == 0
@@ -115,7 +115,7 @@ async def test_a_429_from_count_tokens_is_retried_with_our_policy() -> None:
     """Past the simulator's limit, count_tokens answers 429 with retry-after; the counter waits that long
     and tries again, so every call is still counted."""
     define_agent("a", "x")
-    with serve(count_tokens_per_minute=60) as sim:
+    with serve(count_tokens_per_minute=60, rate_limit_burst_s=60) as sim:  # a bucket of a whole minute
         async with make_orchestrator(sim, model=MODEL) as orch:
             preview = await orch.estimate([("a", f"task {i}") for i in range(61)])
         stats = sim.stats()

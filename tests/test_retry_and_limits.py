@@ -9,7 +9,7 @@ import pytest
 
 from claude_force_nb import BudgetExceededError, RetryPolicy
 from claude_force_nb._exceptions import APICallError, AttemptTimeoutError, ConnectionFailedError
-from claude_force_nb._limits import Budget, RateLimiter, TokenBucket
+from claude_force_nb._limits import Budget, RateLimiter, SmoothLimit
 from claude_force_nb._request import RateLimitSnapshot
 from claude_force_nb._retry import backoff_delay, is_retryable_status, parse_retry_after
 
@@ -169,35 +169,71 @@ async def test_budget_refuses_unpriced_models() -> None:
     await Budget(None).reserve(math.nan, what="x")  # no budget, no refusal
 
 
-def test_token_bucket_refills_continuously() -> None:
-    """A 60-per-minute bucket gives one token a second once empty."""
-    bucket = TokenBucket(60, now=0.0)
-    bucket.take(60, now=0.0)
-    assert bucket.wait_for(1, now=0.0) == pytest.approx(1.0)
-    assert bucket.wait_for(1, now=0.5) == pytest.approx(0.5)
-    assert bucket.wait_for(1, now=1.0) == 0
-    assert bucket.wait_for(10_000, now=1.0) == pytest.approx(59.0)  # capped at capacity: never impossible
+def test_smooth_limit_lets_at_most_its_burst_through_then_paces() -> None:
+    """A 720-per-minute limit with a 1 s burst lets one second's worth go at once, then one request every
+    1/12 s: over 5 s that is 12 + 5 * 12, where a bucket starting full of a minute let 756 out."""
+    per_minute, burst_s, horizon = 720, 1.0, 5.0
+    limit = SmoothLimit(per_minute, burst_s=burst_s)
+    at_once = 0
+    while limit.allowed_at(1, now=0.0) == 0.0:
+        limit.book(1, at=0.0)
+        at_once += 1
+    assert at_once == per_minute / 60 * burst_s
+    sent, t = at_once, 0.0
+    while (t := limit.allowed_at(1, now=t)) <= horizon + 1e-9:
+        limit.book(1, at=t)
+        sent += 1
+    assert sent == at_once + horizon * per_minute / 60
 
 
-async def test_rate_limiter_paces_requests() -> None:
-    """With 120 requests/minute, the 121st request waits half a second."""
+def test_smooth_limit_admits_a_cost_bigger_than_its_burst_when_full() -> None:
+    """A cost larger than the burst goes when the limit is full (not never); the next one waits for it."""
+    limit = SmoothLimit(60, burst_s=1.0)
+    assert limit.allowed_at(10, now=0.0) == 0.0
+    limit.book(10, at=0.0)
+    assert limit.allowed_at(1, now=0.0) == pytest.approx(10.0)
+
+
+async def test_rate_limiter_paces_requests_from_the_start() -> None:
+    """With 120 requests/minute and a half-second burst, requests go one every half second from the first."""
     clock = FakeClock()
-    limiter = RateLimiter(requests_per_minute=120, clock=clock, sleep=clock.sleep)
-    for _ in range(120):
+    limiter = RateLimiter(requests_per_minute=120, burst_s=0.5, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
         await limiter.acquire(input_tokens=1, output_tokens=1)
-    assert clock.sleeps == []
-    await limiter.acquire(input_tokens=1, output_tokens=1)
-    assert clock.sleeps == [pytest.approx(0.5)]
+    assert clock.sleeps == [pytest.approx(0.5), pytest.approx(0.5)]
 
 
 async def test_rate_limiter_takes_output_at_max_tokens_and_gives_back() -> None:
-    """Output tokens are reserved at max_tokens and the unused part returns to the bucket."""
+    """Output tokens are booked at max_tokens and the unused part is given back: the next call waits only for
+    what the first one used."""
     clock = FakeClock()
     limiter = RateLimiter(output_tokens_per_minute=1000, clock=clock, sleep=clock.sleep)
     await limiter.acquire(input_tokens=0, output_tokens=800)
     limiter.give_back_output(700)
     await limiter.acquire(input_tokens=0, output_tokens=800)
-    assert clock.sleeps == []
+    assert clock.sleeps == [pytest.approx(100 * 60 / 1000)]
+
+
+async def test_rate_limiter_charges_input_the_api_counted_beyond_the_estimate() -> None:
+    """When the answer counts more input tokens than were booked, the difference is taken after the fact."""
+    clock = FakeClock()
+    limiter = RateLimiter(input_tokens_per_minute=6000, clock=clock, sleep=clock.sleep)
+    await limiter.acquire(input_tokens=100, output_tokens=0)
+    limiter.correct_input(100, 400)
+    await limiter.acquire(input_tokens=100, output_tokens=0)
+    assert clock.sleeps == [pytest.approx(400 * 60 / 6000)]
+
+
+def test_rate_limiter_learns_the_limits_the_headers_state() -> None:
+    """With no limit configured, the anthropic-ratelimit-*-limit headers set them; a configured one stays."""
+    limiter = RateLimiter(requests_per_minute=50)
+    assert not limiter.learned
+    stated = RateLimitSnapshot(limit={"requests": 600, "input-tokens": 40_000, "tokens": 48_000})
+    assert limiter.learn(stated) == {"input-tokens": 40_000}
+    assert limiter.requests is not None and limiter.requests.per_minute == 50
+    assert limiter.input_tokens is not None and limiter.input_tokens.per_minute == 40_000
+    assert limiter.learn(stated) == {}  # the same figures again change nothing
+    assert RateLimiter(learn_limits=False).learn(stated) == {}
 
 
 async def test_pause_holds_every_call() -> None:

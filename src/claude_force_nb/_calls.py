@@ -9,6 +9,7 @@ a call would send.
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ __all__ = [
     "as_call",
     "check_max_tokens",
     "estimate_tokens",
+    "pacing_input_tokens",
     "plan_call",
     "preview",
     "worst_case_prompt_tokens",
@@ -36,6 +38,33 @@ __all__ = [
 def estimate_tokens(text: str) -> int:
     """A quick token estimate (4 characters a token), for rate limiting and prompt-cache thresholds."""
     return (len(text) + 3) // 4
+
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens the API adds around each message (role and framing); the simulator counts the same."""
+
+
+def pacing_input_tokens(request: MessageRequest) -> int:
+    """The input tokens a rate limiter books for a request: 4 characters a token for the system prompt,
+    the tools and each message, plus each message's framing tokens. This is exactly what the simulator
+    counts; the orchestrator scales it up by the largest ratio the real API's counts have shown, and uses an
+    exact count when a preview has one, so the tokens booked are never below the API's count (booking fewer
+    is what runs a paced fan-out into 429s)."""
+    tools = sum(estimate_tokens(compact) for compact in map(_compact_json, request.tools))
+    return (
+        estimate_tokens(request.system)
+        + tools
+        + sum(MESSAGE_OVERHEAD_TOKENS + estimate_tokens(m.content) for m in request.messages)
+    )
+
+
+def _compact_json(obj: Mapping[str, Any]) -> str:
+    return json.dumps(
+        {k: v for k, v in obj.items() if k != "cache_control"},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def worst_case_prompt_tokens(request: MessageRequest) -> int:

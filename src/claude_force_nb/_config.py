@@ -14,6 +14,7 @@ Environment variables:
 | `CLAUDE_FORCE_NB_CACHE_DIR` | where the disk cache lives (default: the user's cache dir) |
 | `CLAUDE_FORCE_NB_CONFIG_DIR` | where the per-user secret lives (default: the user's config dir) |
 | `CLAUDE_FORCE_NB_DATA_DIR` | where the registry of Message Batches lives (default: the user's data dir) |
+| `CLAUDE_FORCE_NB_COORDINATION` | Redis URL: orchestrators on it (same scope) share budget and limits |
 | `CLAUDE_FORCE_NB_SIMULATE` | `1` forces the bundled simulator even when a key is set (Binder, demos) |
 """
 
@@ -70,6 +71,7 @@ class Environment:
     config_dir: Path
     simulate: bool
     data_dir: Path
+    coordination: str | None = field(default=None, repr=False)  # a Redis URL may carry a password
 
     @property
     def has_credentials(self) -> bool:
@@ -128,5 +130,6 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
         cache_dir=Path(cache_dir).expanduser() if cache_dir else cache_root / _APP,
         config_dir=Path(config_dir).expanduser() if config_dir else config_root / _APP,
         data_dir=Path(data_dir).expanduser() if data_dir else data_root / _APP,
+        coordination=env.get("CLAUDE_FORCE_NB_COORDINATION") or None,
         simulate=env.get("CLAUDE_FORCE_NB_SIMULATE", "").strip().lower() in ("1", "true", "yes", "on"),
     )

@@ -13,6 +13,8 @@ ClaudeForceError
 ├── CallFailedError                    `AgentResult.raise_for_error()` on a call that did not succeed
 ├── AgentRunFailed                     a `%%agent` cell whose calls did not all succeed (raised at its end)
 ├── BatchError                         a Message Batches job that cannot be sent, found or collected
+├── CoordinationError                  the shared rate limits cannot be reached and
+│                                      coordination_failure='closed' (the call is not sent)
 └── BackendError                       the API call itself failed (after translation from the SDK)
     ├── APICallError                   the API answered with an error (status, error type, retry hints)
     ├── ConnectionFailedError          no answer: connection refused/reset, stream cut short
@@ -57,6 +59,7 @@ __all__ = [
     "ClaudeForceWarning",
     "ConfigError",
     "ConnectionFailedError",
+    "CoordinationError",
     "MalformedResponseError",
     "RetiredModelError",
     "UnknownAgentError",
@@ -163,6 +166,10 @@ class AgentRunInterrupted(KeyboardInterrupt):
 
     def _render_traceback_(self) -> list[str]:
         return [f"Interrupted: {self}"]
+
+
+class CoordinationError(ClaudeForceError):
+    """The coordination store (Redis) cannot be reached and its failure policy says not to send the call."""
 
 
 class BackendError(ClaudeForceError):

@@ -9,12 +9,15 @@ settle waits for them; one that cannot fit even then is refused and the call nev
 the reservation is replaced by the real cost, which can only be smaller, so `spent <= spent + reserved <=
 limit` holds at every moment.
 
-**Rate limits.** One token bucket per configured per-minute limit (requests, input tokens, output tokens),
-refilled continuously as the API's own limiter is. Output tokens are taken at `max_tokens` up front, as the
-API estimates them, and the unused part is given back when the answer arrives. Separately, a shared *pause*
-holds back every new attempt: after a 429 (for the server's `retry-after`) and when the
+**Rate limits.** One smooth limit (GCRA) per configured or learned per-minute limit (requests, input tokens,
+output tokens), letting at most `burst_s` worth through at once, as the API's own limiter enforces its
+per-minute figures over short intervals. Input tokens are booked at an estimate that is never below the API's
+count (see `_calls.pacing_input_tokens`) and corrected when the answer says what was counted; output tokens
+are booked at `max_tokens`, as the API estimates them, and the unused part is given back. Separately, a
+shared *pause* holds back every new attempt: after a 429 (for the server's `retry-after`) and when the
 `anthropic-ratelimit-*-remaining` headers say a limit is nearly spent, so a crowd of calls does not run into
-the wall together.
+the wall together. With coordination (`_coord`), the same arithmetic runs on a Redis server for many
+processes at once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,16 @@ from ._exceptions import BudgetExceededError
 from ._request import RateLimitSnapshot
 from ._validate import check_number
 
-__all__ = ["NEARLY_SPENT_FRACTION", "Budget", "PrioritySlots", "RateLimiter", "Reservation", "TokenBucket"]
+__all__ = [
+    "DEFAULT_BURST_S",
+    "NEARLY_SPENT_FRACTION",
+    "Budget",
+    "PrioritySlots",
+    "RateLimiter",
+    "Reservation",
+    "SmoothLimit",
+    "nearly_spent_pause",
+]
 
 NEARLY_SPENT_FRACTION = 0.05
 """A server limit with less than this fraction left counts as nearly spent."""
@@ -85,6 +97,11 @@ class Budget:
         refuse them); money spent and reservations held stay."""
         self._limit_usd = _check_limit(value)
         self._serve_waiters()
+
+    @property
+    def enforced(self) -> bool:
+        """Whether calls reserve on this budget (a shared one reserves even without a limit)."""
+        return self._limit_usd is not None
 
     @property
     def remaining_usd(self) -> float:
@@ -180,50 +197,77 @@ class Budget:
         limit = self.limit_usd or 0.0
         return BudgetExceededError(
             f"{what} refused before sending: its worst case ${worst_case_usd:.4f} exceeds the "
-            f"${max(limit - self.spent_usd, 0.0):.4f} left of the ${limit:.2f} budget even once the "
-            f"calls in flight settle (spent ${self.spent_usd:.4f}, ${self.reserved_usd:.4f} held by calls "
-            "in flight)"
+            f"${max(limit - self.spent_usd, 0.0):.4f} left of the ${limit:.2f} budget{self._shared_by} even "
+            f"once the calls in flight settle (spent ${self.spent_usd:.4f}, ${self.reserved_usd:.4f} held by "
+            "calls in flight)"
         )
+
+    _shared_by = ""  # who else spends from this budget, for messages (a shared budget names its scope)
 
     def __repr__(self) -> str:
         limit = "none" if self.limit_usd is None else f"${self.limit_usd:.2f}"
         return f"Budget(limit={limit}, spent=${self.spent_usd:.4f}, reserved=${self.reserved_usd:.4f})"
 
 
-class TokenBucket:
-    """A bucket of `capacity` tokens refilled at `capacity` per minute, continuously."""
+DEFAULT_BURST_S = 0.5
+"""How much a client-side limit lets through at once: half a second's worth of its per-minute rate. The API
+enforces its per-minute limits over short intervals (about a second's burst), so a client must not send a
+whole minute's allowance at once; the other half second absorbs network jitter between client and server."""
 
-    def __init__(self, per_minute: float, *, now: float) -> None:
-        if per_minute <= 0:
-            raise ValueError(f"a per-minute limit must be positive, got {per_minute}")
-        self.capacity = float(per_minute)
-        self.rate = self.capacity / 60.0
-        self.tokens = self.capacity
-        self.updated = now
 
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
+class SmoothLimit:
+    """One per-minute limit paced smoothly: GCRA (the generic cell rate algorithm), weighted by cost.
 
-    def wait_for(self, amount: float, *, now: float) -> float:
-        """Seconds until `amount` tokens are available (0 if they are now). A request for more than the
-        whole capacity is treated as a request for all of it, or it could never be served."""
-        self._refill(now)
-        need = min(amount, self.capacity) - self.tokens
-        return 0.0 if need <= 0 else need / self.rate
+    It keeps one number, the theoretical arrival time `tat`: when the limit would be back to full if nothing
+    else were sent. A cost `c` may go at `t` once `max(tat, t) + c*T - t <= B`, where `T` is the time one unit
+    is worth (60 / per_minute seconds) and `B` the burst tolerance (`burst_s`, or the cost's own time if that
+    is larger: a request bigger than the burst goes when the limit is full rather than never). Compared with
+    a bucket that starts full of a minute's allowance, this never lets more than `burst_s` worth out at once.
+    `book` takes a slot and says how long to wait for it, so waiters are served in arrival order with no
+    polling. The shared limiter runs the same arithmetic in Lua on the Redis server (see `_coord`).
+    """
 
-    def take(self, amount: float, *, now: float) -> None:
-        self._refill(now)
-        self.tokens -= min(amount, self.capacity)
+    def __init__(self, per_minute: float, *, burst_s: float = DEFAULT_BURST_S) -> None:
+        if not per_minute > 0 or not math.isfinite(per_minute):
+            raise ValueError(f"a per-minute limit must be a positive number, got {per_minute}")
+        if not burst_s > 0:
+            raise ValueError(f"burst_s must be positive, got {burst_s}")
+        self.per_minute = float(per_minute)
+        self.interval = 60.0 / self.per_minute  # seconds one unit is worth
+        self.burst_s = float(burst_s)
+        self.tat = -math.inf
+
+    def allowed_at(self, cost: float, *, now: float) -> float:
+        """The earliest time a cost could go (>= now), without taking it."""
+        span = cost * self.interval
+        tolerance = max(self.burst_s, span)
+        return max(now, self.tat + span - tolerance)
+
+    def book(self, cost: float, *, at: float) -> None:
+        """Take `cost` at time `at` (which must be >= allowed_at(cost))."""
+        self.tat = max(self.tat, at) + cost * self.interval
 
     def give_back(self, amount: float, *, now: float) -> None:
-        self._refill(now)
-        self.tokens = min(self.capacity, self.tokens + amount)
+        """Return unused units (never more than a full limit's worth)."""
+        self.tat = max(self.tat - amount * self.interval, now - self.burst_s)
+
+    def charge(self, amount: float, *, now: float) -> None:
+        """Take units after the fact (the API counted more than was booked)."""
+        self.tat = max(self.tat, now - self.burst_s) + amount * self.interval
+
+
+_KINDS = ("requests", "input-tokens", "output-tokens")
 
 
 class RateLimiter:
-    """Client-side pacing: token buckets for the configured limits plus a shared pause."""
+    """Client-side pacing: a smooth limit per configured (or learned) per-minute rate, plus a shared pause.
+
+    `acquire` books every limit's share for the earliest moment all of them allow, then sleeps until then.
+    With no limit configured, `learn` takes the limits the API states in its `anthropic-ratelimit-*-limit`
+    headers (`learned` says which), so a large fan-out paces to the org's limits without the user knowing
+    their tier. Estimates of a request's input tokens are corrected once the answer says what was counted
+    (`correct_input`), and unused output tokens are given back.
+    """
 
     def __init__(
         self,
@@ -231,57 +275,94 @@ class RateLimiter:
         requests_per_minute: float | None = None,
         input_tokens_per_minute: float | None = None,
         output_tokens_per_minute: float | None = None,
+        burst_s: float = DEFAULT_BURST_S,
+        learn_limits: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        now = clock()
         self._clock = clock
         self._sleep = sleep
-
-        def bucket(name: str, per_minute: float | None) -> TokenBucket | None:
-            if per_minute is None:
-                return None
-            return TokenBucket(check_number(name, per_minute, above=0.0), now=now)
-
-        self.requests = bucket("requests_per_minute", requests_per_minute)
-        self.input_tokens = bucket("input_tokens_per_minute", input_tokens_per_minute)
-        self.output_tokens = bucket("output_tokens_per_minute", output_tokens_per_minute)
+        self.burst_s = check_number("rate_limit_burst_s", burst_s, above=0.0)
+        self.learn_limits = learn_limits
+        self.limits: dict[str, SmoothLimit] = {}
+        for kind, name, per_minute in (
+            ("requests", "requests_per_minute", requests_per_minute),
+            ("input-tokens", "input_tokens_per_minute", input_tokens_per_minute),
+            ("output-tokens", "output_tokens_per_minute", output_tokens_per_minute),
+        ):
+            if per_minute is not None:
+                self.limits[kind] = SmoothLimit(check_number(name, per_minute, above=0.0), burst_s=burst_s)
+        self.configured = frozenset(self.limits)
+        self.learned: dict[str, float] = {}
         self.paused_until = 0.0
         self.waited_s = 0.0
 
     @property
+    def requests(self) -> SmoothLimit | None:
+        return self.limits.get("requests")
+
+    @property
+    def input_tokens(self) -> SmoothLimit | None:
+        return self.limits.get("input-tokens")
+
+    @property
+    def output_tokens(self) -> SmoothLimit | None:
+        return self.limits.get("output-tokens")
+
+    @property
     def enabled(self) -> bool:
-        return any(b is not None for b in (self.requests, self.input_tokens, self.output_tokens))
+        return bool(self.limits)
 
     def pause(self, seconds: float) -> None:
         """Hold back every new attempt for `seconds` (extends, never shortens, a pause in force)."""
         if seconds > 0:
             self.paused_until = max(self.paused_until, self._clock() + seconds)
 
+    def _costs(self, input_tokens: int, output_tokens: int) -> dict[str, float]:
+        return {"requests": 1.0, "input-tokens": float(input_tokens), "output-tokens": float(output_tokens)}
+
     async def acquire(self, *, input_tokens: int, output_tokens: int) -> None:
-        """Wait until the pause is over and every bucket can give its share, then take it."""
-        needs = (
-            (self.requests, 1.0),
-            (self.input_tokens, float(input_tokens)),
-            (self.output_tokens, float(output_tokens)),
-        )
-        while True:
-            now = self._clock()
-            wait = self.paused_until - now
-            for bucket, amount in needs:
-                if bucket is not None:
-                    wait = max(wait, bucket.wait_for(amount, now=now))
-            if wait <= 0:
-                for bucket, amount in needs:
-                    if bucket is not None:
-                        bucket.take(amount, now=now)
-                return
+        """Book every limit's share for the earliest moment they all allow it, then wait until then."""
+        costs = self._costs(input_tokens, output_tokens)
+        now = self._clock()
+        go = max(now, self.paused_until)
+        for kind, limit in self.limits.items():
+            go = max(go, limit.allowed_at(costs[kind], now=now))
+        for kind, limit in self.limits.items():
+            limit.book(costs[kind], at=go)
+        while (wait := max(go, self.paused_until) - self._clock()) > 0:  # a pause set meanwhile also holds
             self.waited_s += wait
             await self._sleep(wait)
 
     def give_back_output(self, unused_tokens: int) -> None:
-        if self.output_tokens is not None and unused_tokens > 0:
-            self.output_tokens.give_back(float(unused_tokens), now=self._clock())
+        limit = self.output_tokens
+        if limit is not None and unused_tokens > 0:
+            limit.give_back(float(unused_tokens), now=self._clock())
+
+    def correct_input(self, estimated: int, counted: int) -> None:
+        """The answer says the API counted `counted` input tokens where `estimated` were booked."""
+        limit = self.input_tokens
+        if limit is None or counted == estimated:
+            return
+        if counted > estimated:
+            limit.charge(float(counted - estimated), now=self._clock())
+        else:
+            limit.give_back(float(estimated - counted), now=self._clock())
+
+    def learn(self, snapshot: RateLimitSnapshot | None) -> dict[str, float]:
+        """Pace to the limits an answer's headers state, for each kind not configured; returns new ones."""
+        if snapshot is None or not self.learn_limits:
+            return {}
+        new: dict[str, float] = {}
+        for kind in _KINDS:
+            stated = snapshot.limit.get(kind)
+            if kind in self.configured or not stated or stated <= 0:
+                continue
+            if self.learned.get(kind) != stated:
+                self.learned[kind] = float(stated)
+                new[kind] = float(stated)
+                self.limits[kind] = SmoothLimit(float(stated), burst_s=self.burst_s)
+        return new
 
     def observe(self, snapshot: RateLimitSnapshot | None) -> float:
         """Pause new attempts if the server says a limit is nearly spent; returns the pause set (seconds).
@@ -289,23 +370,29 @@ class RateLimiter:
         The pause is the time the server's limiter needs to refill back to the threshold, assuming it
         refills continuously over a minute (as Anthropic's does), and never past the advertised reset.
         """
-        if snapshot is None:
-            return 0.0
-        pause = 0.0
-        for kind, remaining in snapshot.remaining.items():
-            limit = snapshot.limit.get(kind)
-            if not limit or limit <= 0:
-                continue
-            threshold = max(1.0, NEARLY_SPENT_FRACTION * limit)
-            if remaining >= threshold:
-                continue
-            refill = (threshold - remaining) / (limit / 60.0)
-            reset = snapshot.reset_in_s.get(kind)
-            if reset is not None and reset >= 0:
-                refill = min(refill, reset)
-            pause = max(pause, min(refill, _MAX_HEADER_PAUSE_S))
+        pause = nearly_spent_pause(snapshot)
         self.pause(pause)
         return pause
+
+
+def nearly_spent_pause(snapshot: RateLimitSnapshot | None) -> float:
+    """How long to hold back new attempts when a response's headers say a limit is nearly spent."""
+    if snapshot is None:
+        return 0.0
+    pause = 0.0
+    for kind, remaining in snapshot.remaining.items():
+        limit = snapshot.limit.get(kind)
+        if not limit or limit <= 0:
+            continue
+        threshold = max(1.0, NEARLY_SPENT_FRACTION * limit)
+        if remaining >= threshold:
+            continue
+        refill = (threshold - remaining) / (limit / 60.0)
+        reset = snapshot.reset_in_s.get(kind)
+        if reset is not None and reset >= 0:
+            refill = min(refill, reset)
+        pause = max(pause, min(refill, _MAX_HEADER_PAUSE_S))
+    return pause
 
 
 class PrioritySlots:

@@ -43,7 +43,7 @@ from ._calls import (
     Plan,
     as_call,
     check_max_tokens,
-    estimate_tokens,
+    pacing_input_tokens,
     plan_call,
     preview,
     worst_case_prompt_tokens,
@@ -69,10 +69,11 @@ from ._exceptions import (
     CacheMiss,
     ClaudeForceError,
     ConfigError,
+    CoordinationError,
     RetiredModelError,
     UnknownAgentError,
 )
-from ._limits import Budget, PrioritySlots, RateLimiter, Reservation
+from ._limits import DEFAULT_BURST_S, Budget, PrioritySlots, RateLimiter, Reservation
 from ._pricing import LifecycleNotices, RateCard
 from ._records import AttemptSpan, RunLog, RunRecord, RunStatus, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
     from ._batch import BatchJob
     from ._batch_registry import RegisteredJob
     from ._cache import CacheHit, ResponseCache
+    from ._coord import Coordination
 
 __all__ = ["AsyncAgentOrchestrator"]
 
@@ -139,6 +141,12 @@ class AsyncAgentOrchestrator:
         notices: LifecycleNotices | None = None,
         prompt_caching: bool = True,
         prompt_cache_ttl: str = "5m",
+        coordination: str | Coordination | None = None,
+        scope: str | None = None,
+        coordination_failure: str | None = None,
+        owner: str | None = None,
+        rate_limit_burst_s: float = DEFAULT_BURST_S,
+        learn_rate_limits: bool = True,
         backend: Backend | None = None,
         config: AgentConfig | None = None,
         environ: Mapping[str, str] | None = None,
@@ -186,12 +194,37 @@ class AsyncAgentOrchestrator:
         self.enable_tracking = enable_tracking
         self.runs = run_log if run_log is not None else RunLog()
         self.events = EventBus()
-        self.budget = Budget(budget_usd)
-        self.limiter = RateLimiter(
-            requests_per_minute=requests_per_minute,
-            input_tokens_per_minute=input_tokens_per_minute,
-            output_tokens_per_minute=output_tokens_per_minute,
-        )
+        url = coordination if coordination is not None else env.coordination
+        self.coordination: Coordination | None = None
+        self._owns_coordination = False
+        limits: dict[str, Any] = {
+            "requests_per_minute": requests_per_minute,
+            "input_tokens_per_minute": input_tokens_per_minute,
+            "output_tokens_per_minute": output_tokens_per_minute,
+            "burst_s": rate_limit_burst_s,
+            "learn_limits": learn_rate_limits,
+        }
+        if url is None:
+            if scope is not None or coordination_failure is not None:
+                raise ConfigError("scope= and coordination_failure= need coordination= (a redis:// URL)")
+            self.budget: Budget = Budget(budget_usd)
+            self.limiter: RateLimiter = RateLimiter(**limits)
+        else:
+            from ._coord import DEFAULT_SCOPE, Coordination, SharedBudget, SharedRateLimiter
+
+            if isinstance(url, Coordination):
+                self.coordination = url
+            else:
+                self.coordination = Coordination(
+                    url,
+                    scope=DEFAULT_SCOPE if scope is None else scope,
+                    failure=coordination_failure,
+                    owner=owner,
+                )
+                self._owns_coordination = True
+            self.budget = SharedBudget(budget_usd, self.coordination)
+            self.limiter = SharedRateLimiter(self.coordination, **limits)
+        self._input_scale = 1.0  # the largest ratio of the API's input count to our estimate seen so far
         self._data_dir = env.data_dir  # where the registry of Message Batches lives
         self._batch_jobs: weakref.WeakValueDictionary[str, BatchJob] = weakref.WeakValueDictionary()
         self._api_key = api_key if api_key is not None else env.api_key
@@ -252,6 +285,8 @@ class AsyncAgentOrchestrator:
             self._backend = None
         if self.cache is not None and self._owns_cache:
             await self.cache.aclose()
+        if self.coordination is not None and self._owns_coordination:
+            await self.coordination.aclose()
 
     @property
     def replay(self) -> bool:
@@ -635,7 +670,7 @@ class AsyncAgentOrchestrator:
             self._finish(record, "cancelled")
             events.emit("cancelled", record)
             raise
-        except (BackendError, BudgetExceededError, CacheMiss, ConfigError) as exc:
+        except (BackendError, BudgetExceededError, CacheMiss, ConfigError, CoordinationError) as exc:
             _settle(held, 0.0)
             return self._failed(record, call, exc, refused=isinstance(exc, BudgetExceededError))
         except Exception as exc:  # a custom backend's or a hook's bug: this call fails, the others go on
@@ -704,7 +739,7 @@ class AsyncAgentOrchestrator:
         Each reservation may wait for calls in flight to settle (see `Budget.reserve`); a refusal or a
         cancellation leaves what was already reserved in `held`, which the caller settles at zero.
         """
-        budgets = [b for b in (self.budget, call.budget) if b is not None and b.limit_usd is not None]
+        budgets = [b for b in (self.budget, call.budget) if b is not None and b.enforced]
         if not budgets:
             return
         worst = self._worst_case(request)
@@ -784,12 +819,12 @@ class AsyncAgentOrchestrator:
             await self._slots.acquire(order)
             try:
                 await self._reserve(call, request, held, priority=order, retry=retries > 0)
-                if self.limiter.enabled or self.limiter.paused_until:
+                limiter = self.limiter
+                booked = limiter.enabled or limiter.paused_until > 0
+                if booked:
                     if estimate_in < 0:
-                        estimate_in = estimate_tokens(request.system) + sum(
-                            estimate_tokens(m.content) for m in request.messages
-                        )
-                    await self.limiter.acquire(input_tokens=estimate_in, output_tokens=request.max_tokens)
+                        estimate_in = self._pacing_estimate(request)
+                    await limiter.acquire(input_tokens=estimate_in, output_tokens=request.max_tokens)
                 span = AttemptSpan(start=time.time())
                 record.spans.append(span)
                 record.attempts += 1
@@ -816,8 +851,7 @@ class AsyncAgentOrchestrator:
                 else:
                     span.end = time.time()
                     span.outcome = "ok"
-                    self.limiter.give_back_output(request.max_tokens - completion.usage.output_tokens)
-                    self.limiter.observe(completion.rate_limits)
+                    self._paced(request, completion, estimate_in if booked else -1)
                     return completion
             finally:
                 self._slots.release()
@@ -835,6 +869,33 @@ class AsyncAgentOrchestrator:
             events.emit("retrying", record, delay_s=delay, error=error)
             retries += 1
             await asyncio.sleep(delay)
+
+    # -- pacing ----------------------------------------------------------------------------------------
+
+    def _pacing_estimate(self, request: MessageRequest) -> int:
+        """The input tokens a limiter books: the API's own count when a preview has one, else our estimate
+        (the simulator's count) scaled by the largest ratio the API's counts have shown, never below it."""
+        counted = self.token_counter.known(request)
+        if counted is not None:
+            return counted
+        return math.ceil(pacing_input_tokens(request) * self._input_scale)
+
+    def _paced(self, request: MessageRequest, completion: Completion, booked_input: int) -> None:
+        """After an answer: learn the scale of our estimate and the API's stated limits, give back unused
+        output tokens, correct the input tokens booked, and pause if the headers say a limit is nearly
+        spent."""
+        usage = completion.usage
+        prompt = usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+        estimate = pacing_input_tokens(request)
+        if estimate > 0 and prompt > estimate * self._input_scale:
+            self._input_scale = prompt / estimate
+        limiter = self.limiter
+        limiter.learn(completion.rate_limits)
+        if booked_input >= 0:
+            limiter.give_back_output(request.max_tokens - usage.output_tokens)
+            # Prompt-cache reads do not count against the API's input-tokens limit.
+            limiter.correct_input(booked_input, usage.input_tokens + usage.cache_creation_input_tokens)
+        limiter.observe(completion.rate_limits)
 
     # -- helpers ---------------------------------------------------------------------------------------
 

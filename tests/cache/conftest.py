@@ -6,16 +6,13 @@ the package's env vars removed, and every cache gets an explicit `environ` or `s
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _cache_support import FakeClock, RedisServer, StoreProbe
+from _cache_support import FakeClock, StoreProbe
 
 from claude_force_nb._cache import ResponseCache
 from claude_force_nb._cache.disk import DB_FILE_NAME
@@ -52,42 +49,7 @@ def environ(tmp_path: Path) -> dict[str, str]:
     }
 
 
-# -- Redis ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """CFNB_TEST_REDIS_URL, else a private redis-server for the session, else skip (fail if required)."""
-    given = os.environ.get("CFNB_TEST_REDIS_URL")
-    if given:
-        yield given
-        return
-    with _redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server.url
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, which the test may freeze (SIGSTOP) or kill."""
-    with _redis_server(tmp_path) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def _redis_server(workdir: Path) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CFNB_REQUIRE_REDIS") == "1":
-            pytest.fail("CFNB_REQUIRE_REDIS=1 but there is no redis-server")
-        pytest.skip("no redis-server on PATH")
-    try:
-        server = RedisServer(binary, workdir)
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
+# -- Redis (the server fixtures, redis_url and private_redis, are in tests/conftest.py) ---------------------
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cache_support import RedisServer, make_completion, make_request
+from _cache_support import make_completion, make_request
+from tests.redis_support import RedisServer
 
 from claude_force_nb import AsyncAgentOrchestrator, CacheUnavailableError, define_agent
 from claude_force_nb._cache import ResponseCache

@@ -27,7 +27,10 @@ SimConfig fields (all keyword-only, also accepted as `serve(**options)`):
     retired_models         model ids answered 404 not_found_error (dated ids of them too), as the API
                            answers a retired model
     requests_per_minute, input_tokens_per_minute, output_tokens_per_minute
-                           token-bucket rate limits (None = unlimited), with anthropic-ratelimit-* headers
+                           token-bucket rate limits (None = unlimited), with anthropic-ratelimit-* headers,
+                           enforced over short intervals as the API's are
+    rate_limit_burst_s     how many seconds' worth of each limit may go at once (default 1; 60 = a bucket
+                           holding a whole minute)
     count_tokens_per_minute
                            count_tokens' own requests-per-minute limit (429 with retry-after beyond it)
     fault_rates            {kind: probability} of random faults, e.g. {"overloaded": 0.05}

@@ -49,6 +49,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--itpm", type=int, dest="input_tokens_per_minute", help="input tokens per minute limit")
     p.add_argument("--otpm", type=int, dest="output_tokens_per_minute", help="output tokens per minute limit")
     p.add_argument(
+        "--burst",
+        type=float,
+        dest="rate_limit_burst_s",
+        metavar="S",
+        help="seconds' worth a limit lets at once",
+    )
+    p.add_argument(
         "--fault",
         action="append",
         dest="faults",
@@ -105,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "count_tokens_per_minute",
         "input_tokens_per_minute",
         "output_tokens_per_minute",
+        "rate_limit_burst_s",
         "hang_s",
         "min_cache_tokens",
         "cache_ttl_5m_s",

@@ -92,6 +92,7 @@ class SimConfig:
     input_tokens_per_minute: int | None = None
     output_tokens_per_minute: int | None = None
     count_tokens_per_minute: int | None = None
+    rate_limit_burst_s: float = 1.0
     fault_rates: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     hang_s: float = DEFAULT_HANG_S
     retry_after_ms: bool = True
@@ -135,6 +136,10 @@ class SimConfig:
         ):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
+        burst = _check_seconds("rate_limit_burst_s", self.rate_limit_burst_s)
+        if burst <= 0:
+            raise ValueError(f"rate_limit_burst_s must be > 0, got {burst}")
+        object.__setattr__(self, "rate_limit_burst_s", burst)
         object.__setattr__(self, "fault_rates", self._normalize_rates(self.fault_rates))
         if not isinstance(self.retry_after_ms, bool):
             raise ValueError(f"retry_after_ms must be a bool, got {self.retry_after_ms!r}")

@@ -1,6 +1,10 @@
-"""Rate limits as token buckets that refill continuously, the way the real API describes its limits.
+"""Rate limits as token buckets that refill continuously, enforced over short intervals as the API's are.
 
-A limit of N per minute is a bucket of capacity N refilling at N/60 per second. A request needs one request
+A limit of N per minute refills at N/60 per second into a bucket that holds only `burst_s` seconds' worth
+(default 1 s, and at least one request): a 60 RPM limit acts as one request a second, so a client that
+sends a whole minute's allowance at once is refused most of it, as it would be by the API. `burst_s=60`
+gives the old full-minute bucket. The headers state the per-minute limit, and `remaining` as the same share
+of it that the bucket has left. A request needs one request
 token and its input tokens up front (cache reads are free, as in the real API). Output is unknown until the
 answer is produced, so it is charged afterwards and may push the bucket below zero; the next request then
 waits until it is positive again. A single request larger than the whole input bucket is admitted when the
@@ -23,6 +27,7 @@ class _Bucket:
     rate: float
     level: float
     updated: float
+    limit: int
 
     def refill(self, now: float) -> None:
         self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
@@ -56,8 +61,11 @@ def _rfc3339(wall: float) -> str:
 class RateLimiter:
     """Request, input-token and output-token buckets (each optional). Not thread-safe: the owner locks."""
 
-    def __init__(self, *, rpm: int | None, itpm: int | None, otpm: int | None, now: float) -> None:
+    def __init__(
+        self, *, rpm: int | None, itpm: int | None, otpm: int | None, now: float, burst_s: float = 1.0
+    ) -> None:
         self._limits = {"requests": rpm, "input-tokens": itpm, "output-tokens": otpm}
+        self._burst_s = burst_s
         self._buckets: dict[str, _Bucket] = {}
         self.reset(now)
 
@@ -66,14 +74,14 @@ class RateLimiter:
         return bool(self._buckets)
 
     def reset(self, now: float) -> None:
-        """Full buckets, as if the client had been idle for a minute."""
-        self._buckets = {
-            name: _Bucket(
-                name=name, capacity=float(limit), rate=limit / 60.0, level=float(limit), updated=now
-            )
-            for name, limit in self._limits.items()
-            if limit is not None
-        }
+        """Full buckets, as if the client had been idle for a while."""
+        self._buckets = {}
+        for name, limit in self._limits.items():
+            if limit is not None:
+                capacity = max(limit * self._burst_s / 60.0, 1.0)
+                self._buckets[name] = _Bucket(
+                    name=name, capacity=capacity, rate=limit / 60.0, level=capacity, updated=now, limit=limit
+                )
 
     def admit(self, input_tokens: int, now: float) -> RateLimited | None:
         """Take one request and `input_tokens` from the buckets, or refuse (taking nothing)."""
@@ -92,7 +100,7 @@ class RateLimiter:
                 wait = bucket.seconds_until(amount)
                 if worst is None or wait > worst.retry_after_s:
                     label = bucket.name.replace("-", " ")
-                    worst = RateLimited(limit_name=label, limit=int(bucket.capacity), retry_after_s=wait)
+                    worst = RateLimited(limit_name=label, limit=bucket.limit, retry_after_s=wait)
         if worst is not None:
             return worst
         if (bucket := self._buckets.get("requests")) is not None:
@@ -117,12 +125,12 @@ class RateLimiter:
                 token_buckets.append(bucket)
         if token_buckets:
             # anthropic-ratelimit-tokens-* reports whichever token limit is most restrictive right now.
-            self._put(out, "tokens", min(token_buckets, key=lambda b: b.level), wall)
+            self._put(out, "tokens", min(token_buckets, key=lambda b: b.level / b.capacity * b.limit), wall)
         return out
 
     @staticmethod
     def _put(out: dict[str, str], name: str, bucket: _Bucket, wall: float) -> None:
         prefix = f"anthropic-ratelimit-{name}-"
-        out[prefix + "limit"] = str(int(bucket.capacity))
-        out[prefix + "remaining"] = str(max(0, math.floor(bucket.level)))
+        out[prefix + "limit"] = str(bucket.limit)
+        out[prefix + "remaining"] = str(max(0, math.floor(bucket.level / bucket.capacity * bucket.limit)))
         out[prefix + "reset"] = _rfc3339(wall + bucket.seconds_until(bucket.capacity))

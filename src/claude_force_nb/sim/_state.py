@@ -62,10 +62,15 @@ class SimState:
             itpm=config.input_tokens_per_minute,
             otpm=config.output_tokens_per_minute,
             now=self._clock(),
+            burst_s=config.rate_limit_burst_s,
         )
         # count_tokens has its own requests-per-minute limit, separate from the Messages API's.
         self._count_limiter = RateLimiter(
-            rpm=config.count_tokens_per_minute, itpm=None, otpm=None, now=self._clock()
+            rpm=config.count_tokens_per_minute,
+            itpm=None,
+            otpm=None,
+            now=self._clock(),
+            burst_s=config.rate_limit_burst_s,
         )
         self._records: deque[dict[str, Any]] = deque(maxlen=config.record_limit)
         self._counts = dict.fromkeys(_COUNTERS, 0)

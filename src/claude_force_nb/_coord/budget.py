@@ -1,0 +1,230 @@
+"""`SharedBudget`: the in-process `Budget`'s interface and semantics, with the ledger on a Redis server.
+
+`reserve` runs the RESERVE script: a worst case that fits beside the scope's spend and holds is held at once
+(as a lease); one that fits only once holds settle *waits* (for a local settle, or a short poll for other
+processes' settles), by priority then arrival among this process's callers; one that cannot fit even if
+every hold settled at zero is refused. `settle` and `release` stay synchronous, as the orchestrator calls
+them: they update this process's journal and the displayed figures at once and push the SETTLE script in
+the background; until it lands the lease holds the worst case, so the ledger can only over-count for a
+moment, never under-count.
+
+Each orchestrator checks its own `budget_usd` against the scope's total spend and holds: give every member
+the same figure. Without a limit, calls still reserve and settle in the ledger, so the team's spend counts
+everyone's. When Redis cannot be reached, a budgeted call is refused (the message names the URL and the
+option) unless `coordination_failure='open'`, which reserves against a local ledger that starts from the last
+shared figures and adds what it spent to the shared one when Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from typing import Any
+
+from .._exceptions import BudgetExceededError
+from .._limits import Budget, PrioritySlots, Reservation
+from .store import Coordination, CoordinationDown, _text
+
+__all__ = ["SharedBudget", "SharedReservation"]
+
+_POLL_S = (0.02, 0.25)  # how often a waiting call re-asks the ledger: first, and at most
+_EPSILON = 1e-12
+
+
+class SharedReservation(Reservation):
+    """A reservation held in the shared ledger, under a lease."""
+
+    __slots__ = ("lease",)
+
+    def __init__(self, amount: float, lease: str) -> None:
+        super().__init__(amount)
+        self.lease = lease
+
+
+class SharedBudget(Budget):
+    """A budget whose spend and holds are those of every orchestrator with the same coordination scope."""
+
+    def __init__(self, limit_usd: float | None, coordination: Coordination) -> None:
+        super().__init__(limit_usd)
+        self.coordination = coordination
+        self._turn = PrioritySlots(1)  # this process's callers ask the ledger one at a time, by priority
+        self._fallback: Budget | None = None  # the local ledger while Redis is down (failure policy 'open')
+
+    enforced = True  # reserve even without a limit, so the team's ledger sees every call's spend
+
+    # The shared figures, as of the last reply from the ledger (the base class's attributes are these).
+    @property
+    def spent_usd(self) -> float:
+        return self.coordination.spent_usd
+
+    @spent_usd.setter
+    def spent_usd(self, value: float) -> None:
+        if hasattr(self, "coordination"):
+            self.coordination.spent_usd = value
+
+    @property
+    def reserved_usd(self) -> float:
+        return self.coordination.held_usd
+
+    @reserved_usd.setter
+    def reserved_usd(self, value: float) -> None:
+        if hasattr(self, "coordination"):
+            self.coordination.held_usd = value
+
+    @property
+    def waiting(self) -> int:
+        return self._turn.waiting + self._turn.in_use
+
+    def _serve_waiters(self) -> None:  # a new limit: wake the caller asking the ledger
+        if hasattr(self, "coordination"):
+            self.coordination.wake()
+
+    async def reserve(
+        self, worst_case_usd: float, *, what: str, priority: tuple[int, ...] = (0,)
+    ) -> Reservation:
+        limit = self.limit_usd
+        if math.isnan(worst_case_usd):
+            if limit is not None:
+                return await super().reserve(worst_case_usd, what=what)  # the base class's refusal
+            worst_case_usd = 0.0
+        coord = self.coordination
+        coord.start()
+        await self._turn.acquire(priority)
+        try:
+            delay = _POLL_S[0]
+            while True:
+                lease = uuid.uuid4().hex
+                try:
+                    if not coord.epoch:
+                        await coord.join()
+                    reply = await coord.run(
+                        "RESERVE",
+                        coord.budget_keys,
+                        [
+                            coord.epoch,
+                            coord.owner,
+                            lease,
+                            repr(worst_case_usd),
+                            "" if limit is None else repr(limit),
+                            int(coord.lease_s * 1000),
+                        ],
+                    )
+                except CoordinationDown as exc:
+                    return await self._unreachable(worst_case_usd, what, exc)
+                coord.recovered("budget")
+                self._fallback = None
+                status = _text(reply[0])
+                if status == "epoch":  # the ledger was lost or rebuilt: add our journal, then ask again
+                    try:
+                        await coord.join()
+                    except CoordinationDown as exc:
+                        return await self._unreachable(worst_case_usd, what, exc)
+                    continue
+                if status == "rebuilding":
+                    await asyncio.sleep(float(reply[1]) / 1000)
+                    continue
+                coord.spent_usd, coord.held_usd = float(reply[1]), max(float(reply[2]), 0.0)
+                if status == "ok":
+                    coord.journal.holds[lease] = (worst_case_usd, coord.epoch)
+                    return SharedReservation(worst_case_usd, lease)
+                if status == "refuse":
+                    raise self._refusal(worst_case_usd, what)
+                await coord.changed_or(delay)  # "wait": it fits once holds (ours or others') settle
+                delay = min(delay * 2, _POLL_S[1])
+                limit = self.limit_usd
+        finally:
+            self._turn.release()
+
+    async def _unreachable(self, amount: float, what: str, exc: CoordinationDown) -> Reservation:
+        """The failure policy: refuse (money fails closed by default), or reserve on a local ledger."""
+        coord = self.coordination
+        if coord.failure != "open" and self.limit_usd is not None:
+            raise BudgetExceededError(
+                f"{what}: refused before sending: the shared budget's ledger at {coord.where} cannot be "
+                f"reached ({exc}); budgets fail closed so the team cannot overspend "
+                "(coordination_failure='open' spends against a local ledger instead while Redis is down)"
+            )
+        coord.warn_once(
+            "budget",
+            f"the shared budget's ledger at {coord.where} cannot be reached ({exc}); this process now "
+            "counts its spend locally and adds it to the shared ledger when Redis is back",
+        )
+        if self._fallback is None:
+            self._fallback = Budget(self.limit_usd)
+            self._fallback.spent_usd = (
+                coord.spent_usd + coord.held_usd
+            )  # the last figures known, holds as spent
+        self._fallback.limit_usd = self.limit_usd
+        return await self._fallback.reserve(amount, what=what)
+
+    def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        if not reservation.open:
+            return
+        coord = self.coordination
+        cost = reservation.amount if math.isnan(actual_usd) else actual_usd
+        if not isinstance(reservation, SharedReservation):  # made on the local ledger while Redis was down
+            if self._fallback is not None:
+                self._fallback.settle(reservation, actual_usd)
+            reservation.open = False
+            coord.journal.spent += cost
+            coord.journal.unsynced += cost
+            return
+        reservation.open = False
+        _, epoch = coord.journal.holds.pop(reservation.lease, (reservation.amount, coord.epoch))
+        coord.journal.spent += cost
+        coord.held_usd = max(coord.held_usd - reservation.amount, 0.0)
+        coord.spent_usd += cost
+        coord.spawn(self._push_settle(reservation, cost, epoch))
+
+    def release(self, reservation: Reservation) -> None:
+        self.settle(reservation, 0.0)
+
+    async def _push_settle(self, reservation: SharedReservation, cost: float, epoch: str) -> None:
+        coord = self.coordination
+        try:
+            if epoch != coord.epoch:
+                return  # joined a new epoch after this settled locally: the journal carried the cost there
+            reply = await coord.run("SETTLE", coord.budget_keys, [epoch, reservation.lease, repr(cost)])
+            status = _text(reply[0])
+            if status == "epoch":
+                await coord.join()  # the journal (which has this cost) goes to the new ledger
+            elif status == "gone":  # the lease lapsed first: the ledger counted the whole worst case
+                coord.journal.spent += reservation.amount - cost
+            if status in ("ok", "gone"):
+                coord.spent_usd, coord.held_usd = float(reply[1]), max(float(reply[2]), 0.0)
+        except CoordinationDown as exc:
+            # The lease will lapse and be settled at its worst case: the journal says the same.
+            coord.journal.spent += reservation.amount - cost
+            coord.warn_once(
+                "settle",
+                f"a settle could not reach the shared ledger at {coord.where} ({exc}); its hold will be "
+                "counted as spent at its worst case when its lease lapses",
+            )
+        finally:
+            coord.wake()
+
+    async def breakdown(self) -> dict[str, Any]:
+        """The scope's ledger now: limit, spent, held, and {owner: {spent, held, lapsed}} (who spent what)."""
+        ledger, owners = await self.coordination.report()
+        limit = ledger.get("limit")
+        return {
+            "scope": self.coordination.scope,
+            "limit_usd": float(limit) if limit else self.limit_usd,
+            "spent_usd": float(ledger.get("spent", 0.0)),
+            "held_usd": max(float(ledger.get("held", 0.0)), 0.0),
+            "owners": {
+                o: {k: max(v, 0.0) if k == "held" else v for k, v in f.items()} for o, f in owners.items()
+            },
+        }
+
+    @property
+    def _shared_by(self) -> str:  # type: ignore[override]
+        return f" shared in scope {self.coordination.scope!r} (all members' spend and holds)"
+
+    def __repr__(self) -> str:
+        limit = "none" if self.limit_usd is None else f"${self.limit_usd:.2f}"
+        return (
+            f"SharedBudget(scope={self.coordination.scope!r}, limit={limit}, spent=${self.spent_usd:.4f}, "
+            f"reserved=${self.reserved_usd:.4f}, this process spent=${self.coordination.journal.spent:.4f})"
+        )

@@ -1,0 +1,321 @@
+"""The coordination store: one Redis connection per (URL, scope), its scripts, its heartbeat and journal.
+
+`Coordination` is what an orchestrator gets for `coordination="redis://..."`: it validates the URL and the
+scope at construction (a one-line `ConfigError`), connects lazily on the running loop, gives every Redis call
+a short deadline, and keeps this client's *journal*: what this owner has spent and the holds it has open in
+the scope. The journal is what rebuilds a lost ledger (see `scripts`): a heartbeat every `heartbeat_s` renews
+the owner's leases and notices a vanished or replaced epoch, and then adds the journal to the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._config import mask_url
+from .._exceptions import ConfigError
+from . import scripts
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_LEASE_S",
+    "DEFAULT_REBUILD_WINDOW_S",
+    "DEFAULT_SCOPE",
+    "DEFAULT_TIMEOUT_S",
+    "FAILURE_POLICIES",
+    "Coordination",
+    "CoordinationDown",
+    "Journal",
+    "check_coordination",
+]
+
+log = logging.getLogger("claude_force_nb")
+
+DEFAULT_SCOPE = "default"
+DEFAULT_LEASE_S = 10.0
+"""How long a reservation outlives its owner's last renewal: a killed process's holds are settled (as spent
+at their worst case) within this time."""
+DEFAULT_HEARTBEAT_S = 0.5
+"""How often a client renews its leases and checks the ledger's epoch."""
+DEFAULT_REBUILD_WINDOW_S = 1.5
+"""How long a new ledger refuses reservations, so every live client's heartbeat adds its journal first."""
+DEFAULT_TIMEOUT_S = 0.5
+"""The deadline of each Redis call (a healthy loopback call takes well under a millisecond)."""
+FAILURE_POLICIES = ("open", "closed")
+_SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_OWNER = re.compile(r"[^|{}\s][^|{}]{0,99}")
+
+
+class CoordinationDown(Exception):
+    """A Redis call failed or ran past its deadline."""
+
+
+def check_coordination(url: str, scope: str, failure: str | None = None) -> None:
+    """Raise ConfigError (one line) for a URL, scope or failure policy that cannot work."""
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"coordination = {url!r}: must be a redis:// (or rediss://, unix://) URL, e.g. redis://host:6379/0"
+        )
+    try:
+        from redis.connection import parse_url
+
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ImportError:
+        raise ConfigError(
+            "coordination needs the redis package: pip install 'claude-force-nb[redis]'"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"coordination = {mask_url(url)!r}: {exc}") from None
+    if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+        raise ConfigError(
+            f"scope = {scope!r}: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+        )
+    if failure is not None and failure not in FAILURE_POLICIES:
+        raise ConfigError(f"coordination_failure = {failure!r}: must be 'open' or 'closed' (or None)")
+
+
+def default_owner() -> str:
+    """How this process appears in the per-owner breakdown: host and process id."""
+    return f"{socket.gethostname().split('.')[0] or 'host'}:{os.getpid()}"
+
+
+@dataclass
+class Journal:
+    """What this client knows it spent and holds in the scope: enough to rebuild a lost ledger.
+
+    `spent` is every dollar this owner has put in the ledger (or would have, while it was unreachable);
+    `holds` maps open lease ids to (amount, the epoch the lease lives in); `unsynced` is spend made against a
+    local ledger while Redis was down (coordination_failure='open'), added to the shared one when it is back.
+    """
+
+    spent: float = 0.0
+    holds: dict[str, tuple[float, str]] = field(default_factory=dict)
+    unsynced: float = 0.0
+
+
+class Coordination:
+    """A Redis URL and a scope: the orchestrators sharing both share one budget and one set of rate limits.
+
+    `failure` says what happens when Redis cannot be reached: None (the default) refuses budgeted calls
+    (money fails closed) and paces on the local limiter (pacing fails open, with one warning); 'open' and
+    'closed' apply one policy to both.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        scope: str = DEFAULT_SCOPE,
+        failure: str | None = None,
+        owner: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        rebuild_window_s: float = DEFAULT_REBUILD_WINDOW_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        check_coordination(url, scope, failure)
+        owner = default_owner() if owner is None else owner
+        if not _OWNER.fullmatch(owner):
+            raise ConfigError(f"owner = {owner!r}: 1-100 characters, no '|', braces or surrounding spaces")
+        if not 0 < heartbeat_s < lease_s:
+            raise ConfigError(f"heartbeat_s ({heartbeat_s}) must be positive and below lease_s ({lease_s})")
+        self.url = url
+        self.scope = scope
+        self.failure = failure
+        self.owner = owner
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s
+        self.rebuild_window_s = rebuild_window_s
+        self.timeout_s = timeout_s
+        self.epoch = ""  # the ledger epoch this client has joined ('' = none yet)
+        self.journal = Journal()
+        self.spent_usd = 0.0  # the shared figures, as of the last reply
+        self.held_usd = 0.0
+        prefix = f"cfnb:{{{scope}}}:"  # the hash tag: every key of a scope in one slot
+        self.budget_keys = [prefix + name for name in ("ledger", "holds", "leases", "owners")]
+        self.pause_key = prefix + "pause"
+        self.limit_keys = {
+            kind: f"{prefix}rate:{kind}" for kind in ("requests", "input-tokens", "output-tokens")
+        }
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._join_lock: asyncio.Lock | None = None
+        self._warned: set[str] = set()
+        self._changed: asyncio.Event | None = None
+        self.closed = False
+
+    @property
+    def where(self) -> str:
+        """The URL (password masked) and scope, for messages."""
+        return f"{mask_url(self.url)} (scope {self.scope!r})"
+
+    def __repr__(self) -> str:
+        return f"Coordination({self.where}, owner={self.owner!r})"
+
+    # -- connection ----------------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._loop is loop:
+            return
+        import redis.asyncio
+
+        self._loop = loop
+        self._client = redis.asyncio.Redis.from_url(
+            self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+        )
+        self._scripts = {
+            name: self._client.register_script(getattr(scripts, name))
+            for name in ("RESERVE", "SETTLE", "SPEND", "JOIN", "REPORT", "ACQUIRE", "ADJUST", "PAUSE")
+        }
+        self._changed = asyncio.Event()
+        self._join_lock = asyncio.Lock()
+        self._heartbeat = None
+
+    async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script under the deadline; CoordinationDown if Redis fails or is late."""
+        if self.closed:
+            raise CoordinationDown("the coordination store is closed")
+        import redis
+
+        self._connect()
+        for attempt in (1, 2):
+            try:
+                return await asyncio.wait_for(
+                    self._scripts[script](keys=list(keys), args=list(args)), self.timeout_s
+                )
+            except (redis.ConnectionError, ConnectionError) as exc:
+                # A pooled connection to a server that restarted fails once; a fresh one may work.
+                if attempt == 2:
+                    raise CoordinationDown(f"{type(exc).__name__}: {exc}") from exc
+            except (asyncio.TimeoutError, OSError, redis.RedisError) as exc:
+                raise CoordinationDown(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        raise AssertionError("unreachable")
+
+    def warn_once(self, what: str, message: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(message)
+
+    def recovered(self, what: str) -> None:
+        self._warned.discard(what)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a push (a settle, a give-back) in the background, kept until `aclose` waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def wake(self) -> None:
+        """Tell local waiters the shared figures may have changed (a settle landed)."""
+        if self._changed is not None:
+            self._changed.set()
+
+    async def changed_or(self, seconds: float) -> None:
+        """Wait until `wake()` or `seconds` pass, whichever comes first."""
+        self._connect()
+        event = self._changed
+        assert event is not None
+        event.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+    # -- the ledger's epoch and the heartbeat ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the heartbeat on the running loop (idempotent)."""
+        self._connect()
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.ensure_future(self._beat())
+
+    async def join(self) -> str:
+        """Renew this owner's leases, or (no epoch, or another one) add the journal to the ledger's epoch.
+
+        Returns the ledger's status ('same' or 'joined'). Raises CoordinationDown when Redis cannot answer.
+        """
+        self._connect()
+        assert self._join_lock is not None
+        async with self._join_lock:
+            journal = self.journal
+            holds = [(lease, amount) for lease, (amount, _) in journal.holds.items()]
+            args: list[Any] = [
+                self.epoch,
+                uuid.uuid4().hex,
+                self.owner,
+                int(self.lease_s * 1000),
+                int(self.rebuild_window_s * 1000),
+                repr(journal.spent),
+            ]
+            for lease, amount in holds:
+                args += [lease, repr(amount)]
+            reply = await self.run("JOIN", self.budget_keys, args)
+            status, epoch = _text(reply[0]), _text(reply[1])
+            self.spent_usd, self.held_usd = float(reply[2]), max(float(reply[3]), 0.0)
+            if status == "joined":
+                if self.epoch:
+                    log.warning(
+                        "the shared budget's ledger at %s was lost (Redis restarted without persistence?); "
+                        "rebuilt from this client's journal: spent $%.4f, %d holds",
+                        self.where,
+                        journal.spent,
+                        len(holds),
+                    )
+                self.epoch = epoch
+                journal.unsynced = 0.0
+                for lease, amount in holds:
+                    journal.holds[lease] = (amount, epoch)
+            elif journal.unsynced > 0:
+                unsynced, journal.unsynced = journal.unsynced, 0.0
+                try:
+                    await self.run("SPEND", self.budget_keys, [self.epoch, self.owner, repr(unsynced)])
+                except CoordinationDown:
+                    journal.unsynced += unsynced
+                    raise
+            self.wake()
+            return status
+
+    async def _beat(self) -> None:
+        while not self.closed:
+            with contextlib.suppress(CoordinationDown):
+                await self.join()
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def report(self) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+        """The ledger's fields and {owner: {spent, held, lapsed}} (who spent what), lapsed leases reaped."""
+        ledger_raw, owners_raw = await self.run("REPORT", self.budget_keys, [])
+        ledger = {_text(k): _text(v) for k, v in zip(ledger_raw[::2], ledger_raw[1::2], strict=True)}
+        owners: dict[str, dict[str, float]] = {}
+        for key, value in zip(owners_raw[::2], owners_raw[1::2], strict=True):
+            owner, _, what = _text(key).rpartition("|")
+            owners.setdefault(owner, {"spent": 0.0, "held": 0.0, "lapsed": 0.0})[what] = float(value)
+        return ledger, owners
+
+    async def aclose(self) -> None:
+        """Let background pushes land (briefly), stop the heartbeat, close the connection."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=max(self.timeout_s * 4, 1.0))
+        self.closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await self._heartbeat
+            self._heartbeat = None
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,256 @@
+"""Coordination through a real redis-server: one budget and one set of rate limits for many orchestrators.
+
+The simulator is the referee: spend is recomputed from what it served, 429s are what it refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import pytest
+
+from claude_force_nb import AsyncAgentOrchestrator, BudgetExceededError, ConfigError, define_agent
+from claude_force_nb._coord import Coordination, SharedBudget, SharedRateLimiter
+from claude_force_nb._pricing import RateCard
+from claude_force_nb._request import Usage
+from claude_force_nb.sim import Simulator, count_input_tokens, serve
+from tests.redis_support import RedisServer
+
+from .conftest import make_orchestrator
+
+pytestmark = pytest.mark.redis
+
+MODEL = "claude-sonnet-4-6"
+
+
+def fresh_scope() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def shared(sim: Simulator, url: str, scope: str, owner: str, **options: Any) -> AsyncAgentOrchestrator:
+    options.setdefault("model", MODEL)
+    return make_orchestrator(sim, coordination=url, scope=scope, owner=owner, **options)
+
+
+def referee_spend(sim: Simulator, model: str = MODEL, *, max_tokens: int = 0) -> float:
+    """What the simulator served, priced, plus the worst case of every request it never answered (a client
+    killed mid-call may still be billed): spend recomputed without the product's counters."""
+    stats = sim.stats()
+    card = RateCard.default()
+    served = card.cost(model, Usage(input_tokens=stats["input_tokens"], output_tokens=stats["output_tokens"]))
+    unanswered = [r for r in sim.requests if r["path"] == "/v1/messages" and r["status"] is None]
+    for record in unanswered:
+        body = record["json"]
+        served += card.cost(
+            model, Usage(input_tokens=count_input_tokens(body), output_tokens=body["max_tokens"])
+        )
+    return served
+
+
+# -- construction -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"coordination": "http://localhost:6379"}, "must be a redis://"),
+        ({"coordination": "redis://localhost:notaport/0"}, "coordination ="),
+        ({"coordination": "redis://localhost:6379/0", "scope": "team {a}"}, "scope = "),
+        ({"coordination": "redis://localhost:6379/0", "scope": ""}, "scope = "),
+        ({"coordination": "redis://localhost:6379/0", "coordination_failure": "maybe"}, "'open' or 'closed'"),
+        ({"scope": "team-a"}, "need coordination="),
+    ],
+)
+def test_a_bad_url_or_scope_is_a_one_line_error_at_construction(
+    options: dict[str, Any], complaint: str
+) -> None:
+    """A bad URL, scope or policy is refused when the orchestrator is built, in one line."""
+    with pytest.raises(ConfigError, match=complaint) as info:
+        AsyncAgentOrchestrator(base_url="http://127.0.0.1:9", **options)
+    assert "\n" not in str(info.value)
+
+
+def test_without_coordination_the_budget_and_limits_are_in_process() -> None:
+    """No URL and no env var: the in-process budget and limiter, as before."""
+    orch = AsyncAgentOrchestrator(base_url="http://127.0.0.1:9", budget_usd=1.0, environ={})
+    assert orch.coordination is None
+    assert not isinstance(orch.budget, SharedBudget) and not isinstance(orch.limiter, SharedRateLimiter)
+
+
+def test_the_environment_variable_turns_coordination_on() -> None:
+    """CLAUDE_FORCE_NB_COORDINATION gives every orchestrator built without coordination= the shared store."""
+    environ = {"CLAUDE_FORCE_NB_COORDINATION": "redis://127.0.0.1:6379/0"}
+    orch = AsyncAgentOrchestrator(base_url="http://127.0.0.1:9", environ=environ, scope="team-a")
+    assert orch.coordination is not None and orch.coordination.scope == "team-a"
+    assert isinstance(orch.budget, SharedBudget) and isinstance(orch.limiter, SharedRateLimiter)
+
+
+# -- the shared budget --------------------------------------------------------------------------------------
+
+
+async def test_two_orchestrators_share_one_budget(sim: Simulator, redis_url: str) -> None:
+    """Two orchestrators with $0.05 each on one scope spend at most $0.05 together (by the simulator's count),
+    use most of it, and the ledger says who spent what."""
+    define_agent("a", "x")
+    scope, limit = fresh_scope(), 0.05
+    common = {"budget_usd": limit, "max_tokens": 500, "max_concurrent": 20}
+    async with (
+        shared(sim, redis_url, scope, "alice", **common) as alice,
+        shared(sim, redis_url, scope, "bob", **common) as bob,
+    ):
+        first, second = await asyncio.gather(
+            alice.execute_multiple([("a", f"alice {i}") for i in range(120)]),
+            bob.execute_multiple([("a", f"bob {i}") for i in range(120)]),
+        )
+        assert isinstance(alice.budget, SharedBudget)
+        ledger = await alice.budget.breakdown()
+    spent = referee_spend(sim)
+    assert 0.8 * limit <= spent <= limit
+    assert ledger["spent_usd"] == pytest.approx(spent) and ledger["held_usd"] == pytest.approx(0.0)
+    assert alice.budget.spent_usd == pytest.approx(spent)  # orch.budget shows the shared figures
+    by_owner = ledger["owners"]
+    assert set(by_owner) == {"alice", "bob"}
+    for owner, results in (("alice", first), ("bob", second)):
+        assert by_owner[owner]["spent"] == pytest.approx(sum(r.cost_usd for r in results if r.success))
+    refused = [r for r in first + second if r.status == "refused"]
+    assert refused and "shared in scope" in refused[0].errors[0]
+
+
+async def test_a_lapsed_lease_is_settled_as_spent_at_its_worst_case(redis_url: str) -> None:
+    """A hold whose owner stops renewing it (a killed process) is counted as spent, in full, once its lease
+    lapses: never forgotten, never holding the budget forever."""
+    scope = fresh_scope()
+    dead = Coordination(
+        redis_url, scope=scope, owner="dead", lease_s=0.6, heartbeat_s=0.2, rebuild_window_s=0.3
+    )
+    alive = Coordination(
+        redis_url, scope=scope, owner="alive", lease_s=5, heartbeat_s=0.2, rebuild_window_s=0.3
+    )
+    try:
+        held = await SharedBudget(1.0, dead).reserve(0.3, what="doomed call")
+        assert held.amount == 0.3
+        dead.closed = True  # stops renewing, as a killed process would (its heartbeat ends)
+        budget = SharedBudget(1.0, alive)
+        _, owners = await alive.report()
+        assert owners["dead"]["held"] == pytest.approx(0.3)
+        await asyncio.sleep(1.0)
+        ledger, owners = await alive.report()
+        assert float(ledger["spent"]) == pytest.approx(0.3) and float(ledger["held"]) == pytest.approx(0.0)
+        assert owners["dead"]["lapsed"] == pytest.approx(0.3) and owners["dead"]["spent"] == pytest.approx(
+            0.3
+        )
+        # What is left is the limit minus the lapsed worst case.
+        with pytest.raises(BudgetExceededError, match="exceeds the"):
+            await budget.reserve(0.71, what="too big")
+    finally:
+        dead.closed = False
+        await dead.aclose()
+        await alive.aclose()
+
+
+async def test_a_lost_ledger_is_rebuilt_from_the_live_clients_journals(private_redis: RedisServer) -> None:
+    """Redis restarted without persistence: the clients notice the epoch vanished, add what they spent and
+    hold, and the next reservation sees the whole spend again, never $0."""
+    url, scope = private_redis.url, fresh_scope()
+    one = Coordination(url, scope=scope, owner="one", heartbeat_s=0.1, rebuild_window_s=0.4)
+    two = Coordination(url, scope=scope, owner="two", heartbeat_s=0.1, rebuild_window_s=0.4)
+    try:
+        first, second = SharedBudget(1.0, one), SharedBudget(1.0, two)
+        first.settle(await first.reserve(0.3, what="a"), 0.25)
+        second.settle(await second.reserve(0.3, what="b"), 0.2)
+        open_hold = await second.reserve(0.1, what="in flight")
+        await asyncio.sleep(0.2)  # the settles land
+        private_redis.restart()
+        # The first reservation after the restart waits for the rebuild and sees everything spent and held.
+        with pytest.raises(BudgetExceededError, match="exceeds the"):
+            await first.reserve(0.6, what="would fit in an empty ledger")
+        ledger, owners = await one.report()
+        assert float(ledger["spent"]) == pytest.approx(0.45)
+        assert float(ledger["held"]) == pytest.approx(0.1)
+        assert owners["one"]["spent"] == pytest.approx(0.25) and owners["two"]["spent"] == pytest.approx(0.2)
+        second.settle(open_hold, 0.05)
+        await asyncio.sleep(0.2)
+        ledger, _ = await two.report()
+        assert float(ledger["spent"]) == pytest.approx(0.5) and float(ledger["held"]) == pytest.approx(0.0)
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_the_budget_fails_closed_when_redis_is_down(sim: Simulator, private_redis: RedisServer) -> None:
+    """Redis unreachable: a budgeted call is refused before sending, naming the URL and the option; with
+    coordination_failure='open' it goes ahead against a local ledger, with one warning."""
+    define_agent("a", "x")
+    url = private_redis.url
+    private_redis.stop()
+    async with shared(sim, url, fresh_scope(), "solo", budget_usd=1.0) as orch:
+        result = await orch.execute_agent("a", "task")
+    assert result.status == "refused"
+    assert url.split("/")[2] in result.errors[0] and "coordination_failure='open'" in result.errors[0]
+    assert sim.stats()["requests"] == 0
+    async with shared(sim, url, fresh_scope(), "solo", budget_usd=1.0, coordination_failure="open") as orch:
+        results = await orch.execute_multiple([("a", f"t{i}") for i in range(3)])
+    assert all(r.success for r in results)
+    assert sim.stats()["requests"] == 3
+
+
+async def test_rate_limits_fail_open_to_the_local_limiter_with_one_warning(
+    sim: Simulator, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Redis down and no budget, calls go on paced by the local limiter; one warning says so."""
+    define_agent("a", "x")
+    url = private_redis.url
+    private_redis.stop()
+    with caplog.at_level(logging.WARNING, logger="claude_force_nb"):
+        async with shared(sim, url, fresh_scope(), "solo", requests_per_minute=6000) as orch:
+            results = await orch.execute_multiple([("a", f"t{i}") for i in range(5)])
+    assert all(r.success for r in results)
+    warnings = [r for r in caplog.records if "shared rate limits" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+# -- shared rate limits -------------------------------------------------------------------------------------
+
+
+async def test_two_orchestrators_share_one_request_limit(redis_url: str) -> None:
+    """Two orchestrators pacing to the server's 600 RPM on one scope get no 429 from it together (each alone
+    would pace to the full limit and run into it)."""
+    define_agent("a", "x")
+    scope, rpm, calls = fresh_scope(), 600, 30
+    with serve(requests_per_minute=rpm) as limited:
+        common = {"requests_per_minute": rpm, "max_concurrent": 20}
+        async with (
+            shared(limited, redis_url, scope, "one", **common) as one,
+            shared(limited, redis_url, scope, "two", **common) as two,
+        ):
+            first, second = await asyncio.gather(
+                one.execute_multiple([("a", f"one {i}") for i in range(calls)]),
+                two.execute_multiple([("a", f"two {i}") for i in range(calls)]),
+            )
+        stats = limited.stats()
+    assert all(r.success for r in first + second)
+    assert stats["by_status"] == {200: 2 * calls}
+
+
+async def test_a_429_seen_by_one_client_pauses_the_others(redis_url: str) -> None:
+    """A retry-after seen by one orchestrator holds back the other's next attempt for as long."""
+    define_agent("a", "x")
+    scope = fresh_scope()
+    with serve() as server:
+        from claude_force_nb.sim import Fault
+
+        server.script(Fault("rate_limit", retry_after=0.5), match="first")
+        async with (
+            shared(server, redis_url, scope, "one") as one,
+            shared(server, redis_url, scope, "two") as two,
+        ):
+            failed = await one.execute_agent("a", "first")
+            assert failed.success  # retried after the pause
+            hit = next(s for s in next(iter(one.runs)).spans if s.outcome != "ok")
+            later = await two.execute_agent("a", "second")
+            assert later.success
+            assert hit.end is not None
+            assert list(two.runs)[-1].spans[0].start - hit.end >= 0.45

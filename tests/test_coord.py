@@ -8,16 +8,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from traitlets import TraitError
 
 from claude_force_nb import AsyncAgentOrchestrator, BudgetExceededError, ConfigError, define_agent
 from claude_force_nb._coord import Coordination, SharedBudget, SharedRateLimiter
+from claude_force_nb._display import format_cost
 from claude_force_nb._pricing import RateCard
 from claude_force_nb._request import Usage
 from claude_force_nb.sim import Simulator, count_input_tokens, serve
 from tests.redis_support import RedisServer
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from claude_force_nb._magic import AgentMagics
 
 from .conftest import make_orchestrator
 
@@ -254,3 +261,33 @@ async def test_a_429_seen_by_one_client_pauses_the_others(redis_url: str) -> Non
             assert later.success
             assert hit.end is not None
             assert list(two.runs)[-1].spans[0].start - hit.end >= 0.45
+
+
+# -- the notebook edge --------------------------------------------------------------------------------------
+
+
+def test_config_options_share_the_session_budget_and_show_who_spent_what(
+    shell: InteractiveShell,
+    magics: AgentMagics,
+    sim: Simulator,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`%config AgentMagics.coordination/scope` put the session's budget on the shared ledger; `%agent budget`
+    shows the scope's totals and each member's spend; a bad URL is a one-line error with nothing changed."""
+    scope = fresh_scope()
+    shell.run_line_magic("config", f"AgentMagics.coordination = '{redis_url}'")
+    shell.run_line_magic("config", f"AgentMagics.scope = '{scope}'")
+    shell.run_line_magic("agent", "budget 1")
+    assert isinstance(magics.session.budget, SharedBudget)
+    result = shell.run_cell_magic("agent", "code-reviewer --quiet", "Review this.")
+    assert result.success
+    capsys.readouterr()
+    shell.run_line_magic("agent", "budget")
+    shown = capsys.readouterr().out
+    assert f"Shared budget (scope '{scope}')" in shown
+    owner = magics.session.coordination().owner
+    assert owner in shown and format_cost(result.cost_usd) in shown
+    with pytest.raises(TraitError, match="coordination"):
+        magics.coordination = "http://nope"
+    assert magics.session.settings.coordination == redis_url

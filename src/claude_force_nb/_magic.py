@@ -27,6 +27,7 @@ from traitlets.traitlets import MetaHasTraits
 
 from ._agents import build_user_turn
 from ._calls import CallSpec
+from ._coord import SharedBudget
 from ._display import PROVENANCE_KEY, AgentRun, StreamView, TableView, figure_png, format_cost
 from ._estimate import estimate_calls
 from ._events import EventKind, RunEvent
@@ -680,6 +681,9 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             self.budget_usd = -1.0 if limit is None else limit
         budget = self.session.budget
         limit_text = "no limit" if budget.limit_usd is None else format_cost(budget.limit_usd)
+        if isinstance(budget, SharedBudget):
+            print(shared_budget_lines(run_blocking(budget.breakdown()), limit_text))
+            return
         print(
             f"Budget: {limit_text}; spent {format_cost(budget.spent_usd)}, "
             f"{format_cost(budget.reserved_usd)} held by calls in flight"
@@ -851,3 +855,18 @@ def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext claude_force_nb`: the magics stay registered (IPython cannot remove them), the session
     is closed."""
     get_session().close()
+
+
+def shared_budget_lines(ledger: dict[str, Any], limit_text: str) -> str:
+    """`%agent budget` for a shared budget: the scope's totals, then who spent what."""
+    lines = [
+        f"Shared budget (scope {ledger['scope']!r}): {limit_text}; spent {format_cost(ledger['spent_usd'])}, "
+        f"{format_cost(ledger['held_usd'])} held by calls in flight, all members"
+    ]
+    for owner, figures in sorted(ledger["owners"].items(), key=lambda item: -item[1]["spent"]):
+        lapsed = figures.get("lapsed", 0.0)
+        note = f" (of which {format_cost(lapsed)} from holds whose owner stopped)" if lapsed > 0 else ""
+        lines.append(
+            f"  {owner:<24} spent {format_cost(figures['spent'])}, holds {format_cost(figures['held'])}{note}"
+        )
+    return "\n".join(lines)

@@ -32,6 +32,7 @@ from ._config import (
     mask_url,
     read_environment,
 )
+from ._coord.store import DEFAULT_SCOPE, Coordination, check_coordination, check_scope
 from ._exceptions import ConfigError
 from ._limits import Budget
 from ._orchestrator import AsyncAgentOrchestrator
@@ -79,6 +80,8 @@ _REBUILD_FIELDS = frozenset(
         "sim_latency",
         "requests_per_minute",
         "prompt_caching",
+        "coordination",
+        "scope",
     }
 )
 
@@ -123,10 +126,14 @@ class SessionSettings:
     def __post_init__(self) -> None:
         validate_settings(self)
 
+    coordination: str = ""
+    scope: str = DEFAULT_SCOPE
+
     def shown(self) -> dict[str, Any]:
         """The settings as they may be displayed: a password in a Redis URL masked."""
         shown = {name: getattr(self, name) for name in self.__dataclass_fields__}
         shown["cache_backend"] = mask_url(self.cache_backend)
+        shown["coordination"] = mask_url(self.coordination)
         return shown
 
     def __repr__(self) -> str:
@@ -185,6 +192,10 @@ SETTING_OPTIONS: dict[str, SettingOption] = {
         "The bundled simulator's latency, as a multiple of its default (10: calls take seconds, so Cancel "
         "and interrupts can be tried); applies to the next call."
     ),
+    "coordination": SettingOption(
+        "Redis URL shared with other kernels: one budget and one set of rate limits (empty: this kernel)."
+    ),
+    "scope": SettingOption("Which shared budget and limits on the coordination Redis (e.g. a team's name)."),
 }
 """The settings offered as `%config` options, with their help. The other fields are set by their own
 commands (`replay` by `%agent cache replay on|off`)."""
@@ -201,6 +212,14 @@ def _check_cache_backend(name: str, value: object) -> object:
         value in ("disk", "memory") or value.startswith(("redis://", "rediss://", "unix://"))
     ):
         raise ConfigError(f"{name} must be 'disk', 'memory' or a redis:// URL, got {shorten(value)}")
+    return value
+
+
+def _check_coordination_url(name: str, value: object) -> object:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a redis:// URL or empty, got {shorten(value)}")
+    if value:
+        check_coordination(value, DEFAULT_SCOPE)
     return value
 
 
@@ -231,6 +250,8 @@ _SETTING_CHECKS: dict[str, Callable[[str, Any], object]] = {
     "replay": check_bool,
     "max_template_chars": lambda n, v: check_int(n, v, minimum=1),
     "sim_latency": lambda n, v: check_number(n, v, minimum=0.0),
+    "coordination": _check_coordination_url,
+    "scope": check_scope,
 }
 """One check per setting (type, finiteness, range), shared by the session, `%config` and the panel."""
 
@@ -239,6 +260,8 @@ def validate_settings(settings: SessionSettings) -> None:
     """Raise ConfigError naming the first unusable setting (checked before anything is built from them)."""
     for name, check in _SETTING_CHECKS.items():
         check(name, getattr(settings, name))
+    if settings.coordination:
+        check_coordination(settings.coordination, settings.scope)
 
 
 def find_config(start: Path) -> Path | None:
@@ -281,6 +304,7 @@ class NotebookSession:
     _simulator: Simulator | None = None
     _endpoint: _Endpoint | None = None
     _budget: Budget | None = None
+    _coordination: Coordination | None = None
     _persist_close: Callable[[], None] | None = None
     _announced: bool = False
     _notices: LifecycleNotices | None = None
@@ -326,6 +350,10 @@ class NotebookSession:
                 orch.cache.replay = new.replay
         if "offline" in changed or ("sim_latency" in changed and self._simulator is not None):
             self._close_endpoint()  # the next call starts a simulator with the new latency
+        if "offline" in changed:
+            self._close_endpoint()
+        if changed & {"coordination", "scope"}:
+            self._drop_coordination()
         if "budget_usd" in changed:
             self.set_budget(new.budget_usd)
         if "runlog_path" in changed:
@@ -349,9 +377,38 @@ class NotebookSession:
 
     @property
     def budget(self) -> Budget:
+        """The session's budget: shared with every kernel on the coordination Redis and scope, if set."""
         if self._budget is None:
-            self._budget = Budget(self.settings.budget_usd)
+            coordination = self.coordination()
+            if coordination is None:
+                self._budget = Budget(self.settings.budget_usd)
+            else:
+                from ._coord import SharedBudget
+
+                self._budget = SharedBudget(self.settings.budget_usd, coordination)
         return self._budget
+
+    def coordination(self) -> Coordination | None:
+        """The coordination store (`coordination` setting, else CLAUDE_FORCE_NB_COORDINATION), or None."""
+        if self._coordination is None:
+            url = self.settings.coordination or read_environment(self.environ).coordination
+            if url:
+                self._coordination = Coordination(url, scope=self.settings.scope)
+        return self._coordination
+
+    def _drop_coordination(self) -> None:
+        """Forget the coordination store and the budget on it (a new one is built for the new scope)."""
+        old, self._coordination = self._coordination, None
+        self._budget = None
+        if old is None:
+            return
+        from ._loop import current_loop, run_blocking, spawn
+
+        with contextlib.suppress(Exception):
+            if current_loop().is_running():
+                spawn(old.aclose())
+            else:  # outside a kernel (scripts, tests): nothing else would run the loop to close it
+                run_blocking(old.aclose())
 
     # -- the orchestrator -----------------------------------------------------------------------------------
 
@@ -446,6 +503,7 @@ class NotebookSession:
                     cache_timeout_s=s.cache_timeout_s,
                     requests_per_minute=s.requests_per_minute,
                     prompt_caching=s.prompt_caching,
+                    coordination=self.coordination(),
                     run_log=self.run_log,
                     environ=self.environ,
                     notices=self.notices,
@@ -492,6 +550,7 @@ class NotebookSession:
     def close(self) -> None:
         """Stop the simulator and persistence; used at kernel shutdown and by tests."""
         self._drop_orchestrator()
+        self._drop_coordination()
         if self._persist_close is not None:
             self._persist_close()
             self._persist_close = None

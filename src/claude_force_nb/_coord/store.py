@@ -35,6 +35,7 @@ __all__ = [
     "CoordinationDown",
     "Journal",
     "check_coordination",
+    "check_scope",
 ]
 
 log = logging.getLogger("claude_force_nb")
@@ -74,12 +75,18 @@ def check_coordination(url: str, scope: str, failure: str | None = None) -> None
         ) from None
     except ValueError as exc:
         raise ConfigError(f"coordination = {mask_url(url)!r}: {exc}") from None
-    if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
-        raise ConfigError(
-            f"scope = {scope!r}: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
-        )
+    check_scope("scope", scope)
     if failure is not None and failure not in FAILURE_POLICIES:
         raise ConfigError(f"coordination_failure = {failure!r}: must be 'open' or 'closed' (or None)")
+
+
+def check_scope(name: str, scope: object) -> str:
+    """`scope` if it is a usable scope name (it becomes part of Redis keys and their hash tag)."""
+    if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+        raise ConfigError(
+            f"{name} = {scope!r}: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+        )
+    return scope
 
 
 def default_owner() -> str:
@@ -293,6 +300,7 @@ class Coordination:
 
     async def report(self) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
         """The ledger's fields and {owner: {spent, held, lapsed}} (who spent what), lapsed leases reaped."""
+        await self.flush()  # this client's own settles first
         ledger_raw, owners_raw = await self.run("REPORT", self.budget_keys, [])
         ledger = {_text(k): _text(v) for k, v in zip(ledger_raw[::2], ledger_raw[1::2], strict=True)}
         owners: dict[str, dict[str, float]] = {}
@@ -301,10 +309,14 @@ class Coordination:
             owners.setdefault(owner, {"spent": 0.0, "held": 0.0, "lapsed": 0.0})[what] = float(value)
         return ledger, owners
 
-    async def aclose(self) -> None:
-        """Let background pushes land (briefly), stop the heartbeat, close the connection."""
+    async def flush(self) -> None:
+        """Wait (briefly) for this client's background pushes (settles, give-backs) to land."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=max(self.timeout_s * 4, 1.0))
+
+    async def aclose(self) -> None:
+        """Let background pushes land (briefly), stop the heartbeat, close the connection."""
+        await self.flush()
         self.closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()

@@ -42,7 +42,7 @@ def shared(sim: Simulator, url: str, scope: str, owner: str, **options: Any) -> 
     return make_orchestrator(sim, coordination=url, scope=scope, owner=owner, **options)
 
 
-def referee_spend(sim: Simulator, model: str = MODEL, *, max_tokens: int = 0) -> float:
+def referee_spend(sim: Simulator, model: str = MODEL) -> float:
     """What the simulator served, priced, plus the worst case of every request it never answered (a client
     killed mid-call may still be billed): spend recomputed without the product's counters."""
     stats = sim.stats()

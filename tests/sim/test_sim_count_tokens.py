@@ -11,7 +11,7 @@ from claude_force_nb.sim import serve
 async def test_count_tokens_has_its_own_request_limit() -> None:
     """Past count_tokens_per_minute, count_tokens answers 429 with retry-after; Messages calls are not
     affected, and the simulator counts the refusals."""
-    with serve(count_tokens_per_minute=2) as sim:
+    with serve(count_tokens_per_minute=2, rate_limit_burst_s=60) as sim:  # a bucket of a whole minute
         client = anthropic.AsyncAnthropic(base_url=sim.base_url, api_key="sim", max_retries=0)
         messages = [{"role": "user", "content": "count me"}]
         async with client:

@@ -291,3 +291,23 @@ def test_config_options_share_the_session_budget_and_show_who_spent_what(
     with pytest.raises(TraitError, match="coordination"):
         magics.coordination = "http://nope"
     assert magics.session.settings.coordination == redis_url
+
+
+async def test_limits_learned_by_one_member_pace_the_others_from_their_first_call(redis_url: str) -> None:
+    """The first member learns the server's limit from its probe; a member that starts later adopts it from
+    the scope instead of probing, and their fan-outs together meet no 429."""
+    define_agent("a", "x")
+    scope, rpm = fresh_scope(), 1200
+    with serve(requests_per_minute=rpm) as limited:
+        async with shared(limited, redis_url, scope, "one", max_concurrent=30) as one:
+            await one.execute_agent("a", "first")
+            assert one.limiter.learned == {"requests": rpm}
+            async with shared(limited, redis_url, scope, "two", max_concurrent=30) as two:
+                first, second = await asyncio.gather(
+                    one.execute_multiple([("a", f"one {i}") for i in range(40)]),
+                    two.execute_multiple([("a", f"two {i}") for i in range(40)]),
+                )
+                assert two.limiter.learned == {"requests": rpm}
+        statuses = limited.stats()["by_status"]
+    assert all(r.success for r in first + second)
+    assert statuses == {200: 81}

@@ -247,3 +247,18 @@ async def test_cancel_while_storing_keeps_the_call_succeeded(sim: Simulator) -> 
             await task
     assert orch.runs[0].status == "succeeded" and orch.runs[0].output
     assert "cancelled" not in kinds
+
+
+async def test_limits_are_learned_from_the_first_answer() -> None:
+    """With no limit configured, the first attempt goes alone and its headers state the server's limit; the
+    rest of a 60-call fan-out at concurrency 30 is paced to it: no 429 (unpaced, a third of the first 30
+    would meet one)."""
+    define_agent("a", "x")
+    rpm, calls = 1200, 60
+    with serve(requests_per_minute=rpm) as limited:
+        async with make_orchestrator(limited, max_concurrent=30) as orch:
+            results = await orch.execute_multiple([("a", f"t{i}") for i in range(calls)])
+        statuses = limited.stats()["by_status"]
+    assert all(r.success for r in results)
+    assert orch.limiter.learned == {"requests": rpm}
+    assert statuses == {200: calls}

@@ -48,6 +48,7 @@ __all__ = [
 NEARLY_SPENT_FRACTION = 0.05
 """A server limit with less than this fraction left counts as nearly spent."""
 _MAX_HEADER_PAUSE_S = 60.0
+_PROBE_WAIT_S = 30.0  # the longest the rest of a fan-out waits for the first answer's rate-limit headers
 _EPSILON = 1e-12  # float slack when comparing dollar sums with the limit
 
 
@@ -294,6 +295,8 @@ class RateLimiter:
                 self.limits[kind] = SmoothLimit(check_number(name, per_minute, above=0.0), burst_s=burst_s)
         self.configured = frozenset(self.limits)
         self.learned: dict[str, float] = {}
+        self._probe: asyncio.Future[None] | None = None  # the first attempt's answer, when limits are learned
+        self._probed = False
         self.paused_until = 0.0
         self.waited_s = 0.0
 
@@ -333,6 +336,25 @@ class RateLimiter:
         while (wait := max(go, self.paused_until) - self._clock()) > 0:  # a pause set meanwhile also holds
             self.waited_s += wait
             await self._sleep(wait)
+
+    async def probe(self) -> bool:
+        """With limits to learn and none known, the first attempt goes alone and the others wait for its
+        answer (at most `_PROBE_WAIT_S`): its headers state the limits, so a large fan-out starts paced
+        instead of as one burst into the API's limiter. Costs one call's latency, once per limiter. Returns
+        True for the probe itself, which must call `end_probe()` when its attempt ends."""
+        if self._probed or not self.learn_limits or self.limits:
+            return False
+        if self._probe is None:
+            self._probe = asyncio.get_running_loop().create_future()
+            return True
+        await asyncio.wait([self._probe], timeout=_PROBE_WAIT_S)
+        return False
+
+    def end_probe(self) -> None:
+        """The probe's attempt ended (answered or not): let the others go."""
+        self._probed = True
+        if self._probe is not None and not self._probe.done():
+            self._probe.set_result(None)
 
     def give_back_output(self, unused_tokens: int) -> None:
         limit = self.output_tokens

@@ -817,9 +817,11 @@ class AsyncAgentOrchestrator:
             # same order holds for calls waiting for the budget.
             order = (0 if retries else 1, priority)
             await self._slots.acquire(order)
+            probing = False
             try:
                 await self._reserve(call, request, held, priority=order, retry=retries > 0)
                 limiter = self.limiter
+                probing = await limiter.probe()
                 booked = limiter.enabled or limiter.paused_until > 0
                 if booked:
                     if estimate_in < 0:
@@ -855,6 +857,8 @@ class AsyncAgentOrchestrator:
                     return completion
             finally:
                 self._slots.release()
+                if probing:
+                    self.limiter.end_probe()
             span.end = time.time()
             span.outcome = type(error).__name__
             # An attempt the API may have billed (abandoned at the deadline, cut off, unreadable) keeps its

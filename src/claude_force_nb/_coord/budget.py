@@ -90,7 +90,11 @@ class SharedBudget(Budget):
             worst_case_usd = 0.0
         coord = self.coordination
         coord.start()
-        await self._turn.acquire(priority)
+        # With a limit, this process's callers ask the ledger one at a time, so a big call waiting at the head
+        # is not overtaken by small ones; without one nothing ever waits, so they go at once.
+        turn = limit is not None
+        if turn:
+            await self._turn.acquire(priority)
         try:
             delay = _POLL_S[0]
             while True:
@@ -134,7 +138,8 @@ class SharedBudget(Budget):
                 delay = min(delay * 2, _POLL_S[1])
                 limit = self.limit_usd
         finally:
-            self._turn.release()
+            if turn:
+                self._turn.release()
 
     async def _unreachable(self, amount: float, what: str, exc: CoordinationDown) -> Reservation:
         """The failure policy: refuse (money fails closed by default), or reserve on a local ledger."""

@@ -15,11 +15,14 @@ arithmetic, this process alone) with one warning, and goes back to the shared st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import CoordinationError
 from .._limits import RateLimiter
-from .store import Coordination, CoordinationDown
+
+if TYPE_CHECKING:
+    from .._request import RateLimitSnapshot
+from .store import Coordination, CoordinationDown, _text
 
 __all__ = ["SharedRateLimiter"]
 
@@ -80,6 +83,42 @@ class SharedRateLimiter(RateLimiter):
             f"the shared rate limits at {coord.where} cannot be reached ({exc}); pacing on this process's "
             "own limiter until Redis answers again",
         )
+
+    async def probe(self) -> bool:
+        """Limits another member learned are this one's too; only a scope with none known yet probes."""
+        if not self._probed and self.learn_limits and not self.limits and self.shared:
+            coord = self.coordination
+            try:
+                known = await coord.run("LEARNED", [coord.learned_key], [])
+            except CoordinationDown as exc:
+                self._down(exc, in_call=False)
+            else:
+                self._adopt(known)
+        return await super().probe()
+
+    def _adopt(self, known: list[Any]) -> None:
+        from .._request import RateLimitSnapshot
+
+        stated = {_text(k): int(float(_text(v))) for k, v in zip(known[::2], known[1::2], strict=True)}
+        if stated:
+            super().learn(RateLimitSnapshot(limit=stated))
+
+    def learn(self, snapshot: RateLimitSnapshot | None) -> dict[str, float]:
+        new = super().learn(snapshot)
+        if new and self.shared:
+            coord = self.coordination
+            pairs: list[Any] = []
+            for kind, per_minute in new.items():
+                pairs += [kind, repr(per_minute)]
+
+            async def push() -> None:
+                try:
+                    await coord.run("LEARNED", [coord.learned_key], pairs)
+                except CoordinationDown as exc:
+                    self._down(exc, in_call=False)
+
+            coord.spawn(push())
+        return new
 
     def _adjust(self, kind: str, units: float) -> None:
         limit = self.limits.get(kind)

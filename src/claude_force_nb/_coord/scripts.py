@@ -26,7 +26,7 @@ client has had a heartbeat's chance to add its share before money is reserved ag
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "ADJUST", "JOIN", "PAUSE", "REPORT", "RESERVE", "SETTLE", "SPEND"]
+__all__ = ["ACQUIRE", "ADJUST", "JOIN", "LEARNED", "PAUSE", "REPORT", "RESERVE", "SETTLE", "SPEND"]
 
 _PREAMBLE = """
 local LEDGER, HOLDS, LEASES, OWNERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -242,3 +242,11 @@ end
 return 1
 """
 )
+
+LEARNED = """
+-- KEYS: the scope's learned limits (hash kind -> per minute). ARGV: kind / per-minute pairs to record.
+-- Returns every learned limit. They expire after an hour unrenewed: an organisation's tier can change.
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 0 then redis.call('PEXPIRE', KEYS[1], 3600000) end
+return redis.call('HGETALL', KEYS[1])
+"""

@@ -149,6 +149,7 @@ class Coordination:
         prefix = f"cfnb:{{{scope}}}:"  # the hash tag: every key of a scope in one slot
         self.budget_keys = [prefix + name for name in ("ledger", "holds", "leases", "owners")]
         self.pause_key = prefix + "pause"
+        self.learned_key = prefix + "learned"
         self.limit_keys = {
             kind: f"{prefix}rate:{kind}" for kind in ("requests", "input-tokens", "output-tokens")
         }
@@ -184,7 +185,17 @@ class Coordination:
         )
         self._scripts = {
             name: self._client.register_script(getattr(scripts, name))
-            for name in ("RESERVE", "SETTLE", "SPEND", "JOIN", "REPORT", "ACQUIRE", "ADJUST", "PAUSE")
+            for name in (
+                "RESERVE",
+                "SETTLE",
+                "SPEND",
+                "JOIN",
+                "REPORT",
+                "ACQUIRE",
+                "ADJUST",
+                "PAUSE",
+                "LEARNED",
+            )
         }
         self._changed = asyncio.Event()
         self._join_lock = asyncio.Lock()

@@ -10,6 +10,7 @@ editing an agent's markdown takes effect at its next call, and changes its cache
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import math
 import os
@@ -103,6 +104,7 @@ def _contained(root: Path, relative: str, *, agent: str, what: str) -> Path:
     try:
         check_path_text(f"agent {agent!r}: {what} path", relative)
         resolved = (root / relative).resolve()
+        _refuse_loop(resolved)
     except (OSError, RuntimeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -408,6 +410,20 @@ def _parse_agent(file: Path, root: Path, name: str, entry: object) -> AgentSpec:
         description=entry.get("description") if isinstance(entry.get("description"), str) else None,
         extra=MappingProxyType({k: v for k, v in entry.items() if k not in _KNOWN_AGENT_KEYS}),
     )
+
+
+def _refuse_loop(path: Path) -> None:
+    """Raise OSError(ELOOP) if `path` is a symlink loop; a missing file is left to the caller.
+
+    Before Python 3.13, `resolve()` raised RuntimeError on a loop; since 3.13 it returns the looping path as
+    is, so the loop would only surface later, as "not found" or a bare strerror. One `stat` makes every
+    version report it the same way, here.
+    """
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise
 
 
 def _check_file(root: Path, relative: str, *, agent: str, what: str, where: str) -> None:

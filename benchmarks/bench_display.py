@@ -52,6 +52,10 @@ OUTPUT_TYPES = frozenset(
     {"display_data", "update_display_data", "stream", "execute_result", "clear_output", "error"}
 )
 ISSUE_BYTES_500MS = 9.07e6
+RAW_SELECT = (
+    "SELECT key, agent, model, length(value), created, last_access, expires, hits FROM entries "
+    "ORDER BY last_access DESC, key DESC"
+)
 CONCURRENCY = 50
 
 
@@ -322,7 +326,7 @@ def peak_mb(fn: Callable[[], Any]) -> float:
 
 def cache_entries(entries: int, rounds: int, workdir: Path) -> dict[str, bool]:
     from claude_force_nb._cache import ResponseCache
-    from claude_force_nb._cache.disk import _ENTRIES, DB_FILE_NAME
+    from claude_force_nb._cache.disk import DB_FILE_NAME
     from claude_force_nb._cache.stats import entries_frame
 
     cache = ResponseCache("disk", cache_dir=workdir, secret="bench", max_size_mb=10_000)
@@ -340,7 +344,7 @@ def cache_entries(entries: int, rounds: int, workdir: Path) -> dict[str, bool]:
 
     def raw_select() -> list[Any]:
         with sqlite3.connect(path) as con:
-            return con.execute(_ENTRIES).fetchall()
+            return con.execute(RAW_SELECT).fetchall()
 
     def reading_values() -> Any:  # what entries_frame did before: every row with its value, then len()
         assert cache._store is not None
@@ -464,11 +468,15 @@ def memory_stats(entries: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and rounds (a smoke run)")
+    parser.add_argument("--views", action="store_true", help="only part 2 (the views in this process)")
     args = parser.parse_args()
     met: dict[str, bool] = {}
     with tempfile.TemporaryDirectory(prefix="cfnb-bench-display-") as tmp:
         home = Path(tmp)
-        if args.quick:
+        if args.views:
+            met |= cache_entries(50_000, 7, home / "entries")
+            met |= runs_frame(100_000, 7)
+        elif args.quick:
             met |= live_vs_quiet(200, [0.075], 1, home)
             met |= streamed_answer(400, home)
             met |= cache_entries(5_000, 3, home / "entries")

@@ -66,7 +66,6 @@ from .secret import resolve_secret
 from .stats import CacheCounters, CacheStats, entries_frame, task_preview
 from .store import (
     CorruptRow,
-    EntryInfo,
     LookupResult,
     PersistentStore,
     PutItem,
@@ -83,7 +82,6 @@ if TYPE_CHECKING:
 __all__ = ["ResponseCache"]
 
 T = TypeVar("T")
-Sound = TypeVar("Sound", StoredRow, EntryInfo)  # what a listing keeps once its corrupt rows are refused
 
 log = logging.getLogger(__name__)
 
@@ -516,11 +514,11 @@ class ResponseCache:
         with self._lock:  # no store, or it failed: what the memory tier holds (nothing when the cache is off)
             return self._memory.rows() if self._memory is not None else []
 
-    def _refuse_corrupt(self, rows: Iterable[Sound | CorruptRow]) -> list[Sound]:
+    def _refuse_corrupt(self, rows: Iterable[StoredRow | CorruptRow]) -> list[StoredRow]:
         """The sound rows; each corrupt one (hand-edited bookkeeping) is logged, counted and removed."""
-        sound: list[Sound] = []
+        sound: list[StoredRow] = []
         for row in rows:
-            if not isinstance(row, CorruptRow):
+            if isinstance(row, StoredRow):
                 sound.append(row)
                 continue
             log.warning(
@@ -547,7 +545,9 @@ class ResponseCache:
         store = self._store
         listed = self._guard.run("listing entries", store.entries) if store is not None else None
         if listed is not None:
-            return entries_frame(self._refuse_corrupt(listed), now=self._clock())
+            entries, corrupt = listed
+            self._refuse_corrupt(corrupt)
+            return entries_frame(entries, now=self._clock())
         with self._lock:  # no store, or it failed: what the memory tier holds (nothing when the cache is off)
             entries = self._memory.entries() if self._memory is not None else []
         return entries_frame(entries, now=self._clock())

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .policy import plan_eviction
 from .store import (
@@ -110,20 +110,35 @@ _COLUMNS = "key, CAST(value AS BLOB), agent, model, created, last_access, expire
 # CAST: a hand edit can leave a TEXT value (`value || X'21'` is TEXT in SQLite); read it as the bytes it is,
 # so it fails its signature check like any other tampering instead of surprising the decoder.
 _LOOKUP = "SELECT CAST(value AS BLOB), expires FROM entries WHERE key = ?"
-# The bookkeeping as the store writes it: a BLOB value, TEXT agent and model, finite numeric times, an integer
-# hit count. Rows that match are listed straight from SQL; the rest (hand edits) are read whole and judged
-# by `parse_row`, as `rows()` judges them.
-_SOUND = (
-    "typeof(value) = 'blob' AND typeof(agent) = 'text' AND typeof(model) = 'text' "
-    "AND typeof(hits) = 'integer' AND typeof(created) IN ('integer', 'real') "
-    "AND typeof(last_access) IN ('integer', 'real') AND typeof(expires) IN ('integer', 'real') "
-    "AND abs(created) <= 1e308 AND abs(last_access) <= 1e308 AND abs(expires) <= 1e308"
-)
+# A report lists rows straight from SQL when their bookkeeping is as the store writes it (a BLOB value, TEXT
+# agent and model, finite numeric times, an integer hit count); any other row (a hand edit) is read whole and
+# judged by `parse_row`, as `rows()` judges it. SQL says whether the value is a BLOB (typeof() reads no
+# value); the rest is checked on the fetched tuples, which costs less than evaluating it per row in SQL.
 _ENTRIES = (
-    "SELECT key, agent, model, length(value), created, last_access, expires, hits FROM entries "
-    f"WHERE {_SOUND} ORDER BY last_access DESC, key DESC"
+    "SELECT key, agent, model, length(value), created, last_access, expires, hits, typeof(value) = 'blob' "
+    "FROM entries ORDER BY last_access DESC, key DESC"
 )
-_IRREGULAR = f"SELECT {_COLUMNS} FROM entries WHERE NOT ({_SOUND})"
+_LIMIT = 1e308
+
+
+def _sound(row: tuple[Any, ...]) -> bool:
+    _, agent, model, _, created, last_access, expires, hits, blob = row
+    return (
+        blob == 1
+        and type(agent) is str
+        and type(model) is str
+        and type(hits) is int
+        and type(created) in _NUMBERS
+        and type(last_access) in _NUMBERS
+        and type(expires) in _NUMBERS
+        and -_LIMIT <= created <= _LIMIT
+        and -_LIMIT <= last_access <= _LIMIT
+        and -_LIMIT <= expires <= _LIMIT
+    )
+
+
+_NUMBERS = (float, int)
+_ONE_ROW = f"SELECT {_COLUMNS} FROM entries WHERE key = ?"
 
 
 def retry_while_busy(statement: Callable[[], object], timeout_s: float, *, pause_s: float = 0.01) -> None:
@@ -235,16 +250,27 @@ class DiskStore:
     def rows(self) -> list[StoredRow | CorruptRow]:
         return [_row(r) for r in self._conn().execute(f"SELECT {_COLUMNS} FROM entries ORDER BY last_access")]
 
-    def entries(self) -> list[EntryInfo | CorruptRow]:
+    def entries(self) -> tuple[list[EntryInfo], list[CorruptRow]]:
         # length(value) is the same measure the byte count uses; SQLite answers it from the record header,
-        # without reading the value's overflow pages, so a report never loads the answers themselves.
+        # without reading the value's overflow pages, so a report never loads the answers themselves. One
+        # scan; its last column says whether the row's bookkeeping is as the store writes it.
         con = self._conn()
-        listed: list[EntryInfo | CorruptRow] = con.execute(_ENTRIES).fetchall()
-        irregular = [_row(r) for r in con.execute(_IRREGULAR)]
-        if irregular:
-            listed += [r if isinstance(r, CorruptRow) else entry_info(r) for r in irregular]
-            listed.sort(key=lambda e: (-e[5], e[0]) if not isinstance(e, CorruptRow) else (0.0, e.key))
-        return listed
+        rows = con.execute(_ENTRIES).fetchall()
+        if all(map(_sound, rows)):
+            return rows, []
+        listed: list[EntryInfo] = []
+        corrupt: list[CorruptRow] = []
+        for row in rows:
+            if _sound(row):
+                listed.append(row)
+                continue
+            whole = con.execute(_ONE_ROW, (row[0],)).fetchone()
+            judged = _row(whole) if whole is not None else None
+            if isinstance(judged, CorruptRow):
+                corrupt.append(judged)
+            elif judged is not None:
+                listed.append(entry_info(judged))
+        return listed, corrupt
 
     # -- writes ----------------------------------------------------------------------------------------------
 

@@ -308,7 +308,7 @@ class RedisStore:
                 rows.append(_stored_row(key, fields, last_access))
         return rows
 
-    def entries(self) -> list[EntryInfo | CorruptRow]:
+    def entries(self) -> tuple[list[EntryInfo], list[CorruptRow]]:
         # Sizes come from the size hash and last access from the LRU set (one reply each); the per-entry
         # fields are HMGETs without the value, pipelined, judged by `parse_row` as `rows()` judges them. Only
         # an entry that fails is read whole (its value is what a refusal must match to remove it).
@@ -319,7 +319,8 @@ class RedisStore:
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(self.prefix + "e:" + key, list(_INFO_FIELDS))
-        listed: list[EntryInfo | CorruptRow] = []
+        listed: list[EntryInfo] = []
+        corrupt: list[CorruptRow] = []
         for key, fields in zip(keys, pipe.execute(), strict=True):
             if all(field is None for field in fields):
                 continue  # gone on the server (its TTL), not yet released by a client
@@ -343,8 +344,11 @@ class RedisStore:
             whole = self._client.hmget(self.prefix + "e:" + key, list(_FIELDS))
             if whole[0] is not None:
                 judged = _stored_row(key, whole, lru.get(key))
-                listed.append(entry_info(judged) if isinstance(judged, StoredRow) else judged)
-        return listed
+                if isinstance(judged, StoredRow):
+                    listed.append(entry_info(judged))
+                else:
+                    corrupt.append(judged)
+        return listed, corrupt
 
     def clear(self) -> int:
         return int(self._run("clear", [self.prefix]))

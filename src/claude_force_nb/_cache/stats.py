@@ -123,10 +123,9 @@ def entries_frame(entries: list[EntryInfo], *, now: float, tasks: list[str] | No
     import numpy as np
     import pandas as pd
 
-    if entries:
-        keys, agents, models, sizes, created, last_access, expires, hits = zip(*entries, strict=True)
-    else:
-        keys = agents = models = sizes = created = last_access = expires = hits = ()
+    # strict=False: a store's entries may carry extra trailing fields (see `EntryInfo`); the first 8 count.
+    columns = list(zip(*entries, strict=False)) if entries else [()] * 8
+    keys, agents, models, sizes, created, last_access, expires, hits = columns[:8]
     task_column = {"task": tasks} if tasks is not None else {}
     return pd.DataFrame(
         {

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "CorruptRow",
@@ -118,9 +118,10 @@ def parse_row(
     )
 
 
-EntryInfo = tuple[str, str, str, int, float, float, float, int]
+EntryInfo = tuple[Any, ...]
 """One entry's bookkeeping without its value, for reports: (key, agent, model, bytes, created, last_access,
-expires, hits). A plain tuple because a report of 50,000 entries builds 50,000 of them."""
+expires, hits), possibly followed by fields a store uses itself. A plain tuple (as the database driver
+returns it) because a report of 50,000 entries holds 50,000 of them."""
 
 
 def entry_info(row: StoredRow) -> EntryInfo:
@@ -202,9 +203,10 @@ class PersistentStore(Protocol):
         ...
 
     def rows(self) -> list[StoredRow | CorruptRow]: ...
-    def entries(self) -> list[EntryInfo | CorruptRow]:
-        """Every entry's bookkeeping, most recently used first, computed without reading any value (only a
-        row whose bookkeeping looks wrong is read whole, to be judged like `rows()` judges it)."""
+    def entries(self) -> tuple[list[EntryInfo], list[CorruptRow]]:
+        """Every entry's bookkeeping, most recently used first, computed without reading any value; and the
+        rows whose bookkeeping is not what the store writes (only those are read whole, to be refused like
+        `rows()` refuses them). An entry may carry further fields after the eight of `EntryInfo`."""
         ...
 
     def clear(self) -> int: ...

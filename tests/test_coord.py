@@ -311,3 +311,19 @@ async def test_limits_learned_by_one_member_pace_the_others_from_their_first_cal
         statuses = limited.stats()["by_status"]
     assert all(r.success for r in first + second)
     assert statuses == {200: 81}
+
+
+async def test_a_member_without_a_limit_still_counts_in_the_shared_ledger(
+    sim: Simulator, redis_url: str
+) -> None:
+    """A member with no budget reserves nothing (no round trip per call), but its spend reaches the ledger,
+    so a member with a limit counts it."""
+    define_agent("a", "x")
+    scope = fresh_scope()
+    async with shared(sim, redis_url, scope, "free") as free:
+        results = await free.execute_multiple([("a", f"t{i}") for i in range(5)])
+    async with shared(sim, redis_url, scope, "capped", budget_usd=1.0) as capped:
+        assert isinstance(capped.budget, SharedBudget)
+        ledger = await capped.budget.breakdown()
+    assert ledger["spent_usd"] == pytest.approx(referee_spend(sim))
+    assert ledger["owners"]["free"]["spent"] == pytest.approx(sum(r.cost_usd for r in results))

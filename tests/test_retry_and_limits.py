@@ -8,10 +8,12 @@ import math
 import pytest
 
 from claude_force_nb import BudgetExceededError, RetryPolicy
+from claude_force_nb._calls import pacing_input_tokens
 from claude_force_nb._exceptions import APICallError, AttemptTimeoutError, ConnectionFailedError
 from claude_force_nb._limits import Budget, RateLimiter, SmoothLimit
-from claude_force_nb._request import RateLimitSnapshot
+from claude_force_nb._request import ChatMessage, MessageRequest, RateLimitSnapshot
 from claude_force_nb._retry import backoff_delay, is_retryable_status, parse_retry_after
+from claude_force_nb.sim import count_input_tokens
 
 from .conftest import FakeClock
 
@@ -295,3 +297,15 @@ async def test_budget_holds_read_exactly_zero_once_settled() -> None:
     for hold in holds:
         budget.release(hold)
     assert budget.reserved_usd == 0.0 and budget.remaining_usd == 1.0
+
+
+@pytest.mark.parametrize("turns", [1, 3])
+def test_the_pacing_estimate_is_the_simulators_count_with_the_message_overhead(turns: int) -> None:
+    """The input tokens a limiter books equal what the simulator (and so its limiter) counts, framing
+    tokens of every message included: an estimate below the count runs a paced fan-out into 429s."""
+    messages = tuple(
+        ChatMessage(role="user" if i % 2 == 0 else "assistant", content="word " * (7 * i + 3))
+        for i in range(turns)
+    )
+    request = MessageRequest(model="m", system="You review code. " * 9, messages=messages, max_tokens=10)
+    assert pacing_input_tokens(request) == count_input_tokens(request.to_api_kwargs())

@@ -101,8 +101,12 @@ class Budget:
 
     @property
     def enforced(self) -> bool:
-        """Whether calls reserve on this budget (a shared one reserves even without a limit)."""
+        """Whether calls reserve on this budget: only when it has a limit."""
         return self._limit_usd is not None
+
+    def record_unreserved(self, cost_usd: float) -> None:
+        """A call that reserved nothing (no limit) cost this much. An in-process budget without a limit keeps
+        no account; a shared one adds it to the team's ledger, so members with a limit count it."""
 
     @property
     def remaining_usd(self) -> float:

@@ -637,6 +637,9 @@ class AsyncAgentOrchestrator:
             completion = await self._attempts(record, call, request, on_text, held, plan.spec.priority)
             cost = self.rate_card.cost(request.model, completion.usage, at=record.started_at)
             _settle(held, cost)
+            for budget in (self.budget, call.budget):
+                if budget is not None and not budget.enforced:
+                    budget.record_unreserved(cost)  # a shared ledger counts every member's spend
             self._apply_completion(record, completion, cost=cost)
             self._finish(record, "succeeded")
             if lead is not None:

@@ -9,8 +9,8 @@ the background; until it lands the lease holds the worst case, so the ledger can
 moment, never under-count.
 
 Each orchestrator checks its own `budget_usd` against the scope's total spend and holds: give every member
-the same figure. Without a limit, calls still reserve and settle in the ledger, so the team's spend counts
-everyone's. When Redis cannot be reached, a budgeted call is refused (the message names the URL and the
+the same figure. Without a limit nothing is reserved (no round trip per call); the spend is added to the
+ledger with the next heartbeat, so the team's spend still counts everyone's. When Redis cannot be reached, a budgeted call is refused (the message names the URL and the
 option) unless `coordination_failure='open'`, which reserves against a local ledger that starts from the last
 shared figures and adds what it spent to the shared one when Redis is back.
 """
@@ -50,8 +50,6 @@ class SharedBudget(Budget):
         self.coordination = coordination
         self._turn = PrioritySlots(1)  # this process's callers ask the ledger one at a time, by priority
         self._fallback: Budget | None = None  # the local ledger while Redis is down (failure policy 'open')
-
-    enforced = True  # reserve even without a limit, so the team's ledger sees every call's spend
 
     # The shared figures, as of the last reply from the ledger (the base class's attributes are these).
     @property
@@ -184,6 +182,17 @@ class SharedBudget(Budget):
 
     def release(self, reservation: Reservation) -> None:
         self.settle(reservation, 0.0)
+
+    def record_unreserved(self, cost_usd: float) -> None:
+        """Without a limit nothing is reserved (no round trip per call); the spend goes to the ledger with
+        the next heartbeat, so members with a limit see it within half a second."""
+        if not cost_usd > 0 or math.isinf(cost_usd):
+            return
+        coord = self.coordination
+        coord.start()
+        coord.journal.spent += cost_usd
+        coord.journal.unsynced += cost_usd
+        coord.spent_usd += cost_usd
 
     async def _push_settle(self, reservation: SharedReservation, cost: float, epoch: str) -> None:
         coord = self.coordination

@@ -48,8 +48,9 @@ DEFAULT_HEARTBEAT_S = 0.5
 """How often a client renews its leases and checks the ledger's epoch."""
 DEFAULT_REBUILD_WINDOW_S = 1.5
 """How long a new ledger refuses reservations, so every live client's heartbeat adds its journal first."""
-DEFAULT_TIMEOUT_S = 0.5
-"""The deadline of each Redis call (a healthy loopback call takes well under a millisecond)."""
+DEFAULT_TIMEOUT_S = 1.0
+"""The deadline of each Redis call (a healthy loopback call takes well under a millisecond; the margin
+is for a loaded machine and a first connection)."""
 FAILURE_POLICIES = ("open", "closed")
 _SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _OWNER = re.compile(r"[^|{}\s][^|{}]{0,99}")
@@ -326,8 +327,11 @@ class Coordination:
             await asyncio.wait(list(self._tasks), timeout=max(self.timeout_s * 4, 1.0))
 
     async def aclose(self) -> None:
-        """Let background pushes land (briefly), stop the heartbeat, close the connection."""
+        """Let pushes land (briefly), add spend not yet in the ledger, stop the heartbeat, close."""
         await self.flush()
+        if self.journal.unsynced > 0 and not self.closed:
+            with contextlib.suppress(CoordinationDown):
+                await self.join()
         self.closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()

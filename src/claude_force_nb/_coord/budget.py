@@ -10,9 +10,11 @@ moment, never under-count.
 
 Each orchestrator checks its own `budget_usd` against the scope's total spend and holds: give every member
 the same figure. Without a limit nothing is reserved (no round trip per call); the spend is added to the
-ledger with the next heartbeat, so the team's spend still counts everyone's. When Redis cannot be reached, a budgeted call is refused (the message names the URL and the
-option) unless `coordination_failure='open'`, which reserves against a local ledger that starts from the last
-shared figures and adds what it spent to the shared one when Redis is back.
+ledger with the next heartbeat, so the team's spend still counts everyone's.
+
+When Redis cannot be reached, a budgeted call is refused (the message names the URL and the option) unless
+`coordination_failure='open'`, which reserves against a local ledger that starts from the last shared
+figures and adds what it spent to the shared one when Redis is back.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Runs every cell of the quickstart notebook through JupyterLab's own "run all" command, waits for the panel to
 render and its run to finish, and checks the DOM: one live row per call, the cost text, the chart images.
-It saves a screenshot (to docs/panel.png with CFNB_UPDATE_SCREENSHOT=1, else into the test's folder).
+The panel's own test drives it as a user (run, select, refuse, cancel, dark theme) and saves
+docs/panel.png, docs/panel-refused.png and docs/panel-dark.png with CFNB_UPDATE_SCREENSHOT=1 (else into the
+test's folder); another opens the exported HTML with the network blocked.
 
 Never downloads a browser: it uses /usr/bin/chromium (the Debian package, installed by .ci/run). Skipped
 when Chromium or Playwright is missing, unless CFNB_REQUIRE_BROWSER=1 (CI), where that is a failure.
@@ -20,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,12 +150,7 @@ def test_quickstart_runs_in_jupyterlab(lab: str, tmp_path: Path) -> None:
         page.locator(".widget-tab .lm-TabBar-tab", has_text="Calls").first.click()
         panel = page.locator(".widget-vbox", has=page.locator(".widget-tab")).first
         panel.scroll_into_view_if_needed()
-        target = (
-            ROOT / "docs" / "panel.png"
-            if os.environ.get("CFNB_UPDATE_SCREENSHOT") == "1"
-            else tmp_path / "panel.png"
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = tmp_path / "quickstart-panel.png"  # docs/panel.png comes from the workspace test
         panel.screenshot(path=str(target))
         assert target.stat().st_size > 10_000
         browser.close()
@@ -257,3 +255,113 @@ def test_the_exported_html_opens_offline_and_shows_the_panels_table(tmp_path: Pa
         assert page.locator("script[src]").count() == 0
         browser.close()
     assert blocked == []
+
+
+def _shot(tmp_path: Path, name: str) -> Path:
+    """Where a screenshot goes: docs/ with CFNB_UPDATE_SCREENSHOT=1, else the test's folder."""
+    folder = ROOT / "docs" if os.environ.get("CFNB_UPDATE_SCREENSHOT") == "1" else tmp_path
+    return folder / name
+
+
+def _kernel_idle(page: Any) -> None:
+    """Wait until the kernel has handled every message so far (a run's end redraws charts for a while)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        timeout=60_000,
+    )
+
+
+def _type_into(field: Any, text: str) -> None:
+    """Replace a widget field's text as a user does (select all, type, leave with Tab), so the widget's
+    change event fires and the value reaches the kernel."""
+    field.click()
+    field.press("Control+a")
+    field.press_sequentially(text)
+    field.press("Tab")
+
+
+def test_the_panel_as_a_workspace_in_jupyterlab(lab: str, tmp_path: Path) -> None:
+    """Drive the panel as a user: Run three agents, select a row and read its answer; run again under a
+    tiny budget and read why every call was refused (row, detail, gauge); Cancel a slow run (cancelled, not
+    failed); switch JupyterLab to its dark theme and check the panel's text is light on dark. Screenshots of
+    each state (docs/panel*.png with CFNB_UPDATE_SCREENSHOT=1)."""
+    import nbformat
+    from playwright.sync_api import expect, sync_playwright
+
+    cells = [
+        "%load_ext claude_force_nb",
+        "%config AgentMagics.sim_latency = 4",
+        "import claude_force_nb\npanel = claude_force_nb.panel()\n"
+        "panel.agents.value = ('code-reviewer', 'security-auditor', 'summarizer')\n"
+        "panel.task.value = 'Review the json module: what costs $5 to get wrong?'\npanel",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "notebooks" / "workspace.ipynb")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+        _open_and_run_all(page, lab.replace("01_quickstart.ipynb", "workspace.ipynb"))
+        panel = page.locator(".cfnb-panel")
+        expect(panel).to_be_visible(timeout=120_000)
+        status = panel.locator(".widget-html-content").first
+        totals = panel.locator(".cfnb-totals")
+
+        # 1. Run, then select the second row and read its answer.
+        panel.get_by_role("button", name="Run").click()
+        expect(totals).to_contain_text("3/3 done", timeout=120_000)
+        expect(status).to_contain_text("done: 3 call(s)")
+        panel.get_by_label("Call", exact=True).select_option(label="2 · security-auditor")
+        detail = panel.locator(".cfnb-detail")
+        expect(detail).to_contain_text("security-auditor")
+        expect(detail.locator(".cfnb-answer")).to_contain_text("[simulated")
+        expect(detail).to_contain_text("attempts")
+        assert detail.locator("mjx-container, .MathJax").count() == 0
+        panel.scroll_into_view_if_needed()
+        panel.screenshot(path=str(_shot(tmp_path, "panel.png")))
+
+        # 2. A budget too small for any call: refused, and each row says why.
+        _kernel_idle(page)
+        _type_into(panel.locator(".widget-inline-hbox", has_text="Budget $").locator("input"), "0.0001")
+        _type_into(panel.locator("textarea"), "Explain the json module's object_hook in one paragraph.")
+        _kernel_idle(page)
+        panel.get_by_role("button", name="Run").click()
+        expect(totals).to_contain_text("0/3 done · 3 refused", timeout=60_000)
+        expect(status).to_contain_text("3 refused")
+        reasons = panel.locator(".cfnb-reason")
+        expect(reasons).to_have_count(3)
+        assert "budget" in reasons.first.inner_text() or "budget" in (
+            reasons.first.get_attribute("title") or ""
+        )
+        expect(panel.locator(".cfnb-detail .cfnb-error")).to_contain_text("budget")
+        expect(panel.locator(".cfnb-gauge")).to_contain_text("limit")
+        panel.screenshot(path=str(_shot(tmp_path, "panel-refused.png")))
+
+        # 3. Cancel a slow run: cancelled calls are counted as such, never as done or failed.
+        _kernel_idle(page)
+        _type_into(panel.locator(".widget-inline-hbox", has_text="Budget $").locator("input"), "0")
+        _type_into(panel.locator("textarea"), "Write a long essay on json's parse_float and parse_int hooks.")
+        _kernel_idle(page)
+        panel.get_by_role("button", name="Run").click()
+        expect(panel.locator(".cfnb-row", has_text="running").first).to_be_visible(timeout=60_000)
+        panel.get_by_role("button", name="Cancel").click()
+        expect(status).to_contain_text("cancelled", timeout=60_000)
+        expect(totals).to_contain_text("cancelled")
+        assert "failed" not in totals.inner_text(), totals.inner_text()
+
+        # 4. The dark theme: the panel's own text is light on the dark background.
+        page.evaluate(
+            "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
+        )
+        page.wait_for_selector("body[data-jp-theme-light='false']", state="attached", timeout=30_000)
+        panel.get_by_label("Call", exact=True).select_option(label="1 · code-reviewer")
+        page.wait_for_timeout(500)  # the theme's CSS variables settle
+        luminance = panel.locator(".cfnb-table").first.evaluate(
+            "el => { const [r, g, b] = getComputedStyle(el).color.match(/\\d+/g).map(Number);"
+            " return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255; }"
+        )
+        assert luminance > 0.6, luminance
+        panel.screenshot(path=str(_shot(tmp_path, "panel-dark.png")))
+        browser.close()

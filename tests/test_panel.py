@@ -118,7 +118,7 @@ async def test_a_budget_refusal_says_why_in_the_row_the_detail_and_the_gauge(
     assert task is not None
     await task
     await asyncio.sleep(0)
-    assert panel.calls.value.count("cfnb-reason") == 2
+    assert panel.calls.value.count("class='cfnb-reason'") == 2
     assert "budget" in panel.calls.value and "0/2 done · 2 refused" in panel.calls.value
     assert "refused" in panel.detail.value and "cfnb-error" in panel.detail.value
     assert "this run&#x27;s budget" in panel.gauge.value or "this run's budget" in panel.gauge.value

@@ -495,7 +495,8 @@ _OTHER_STATES = ("running", "retrying", "queued", "failed", "refused", "cancelle
 # One style block per drawing instead of a style attribute on every cell: a row is ~4x smaller.
 _TABLE_STYLE = (
     "<style>.cfnb-table table{font-size:12px}.cfnb-table td,.cfnb-table th{text-align:left;"
-    "padding:0 8px 0 0}.cfnb-table progress{width:70px}</style>"
+    "padding:0 8px 0 0}.cfnb-table td:first-child{white-space:nowrap}.cfnb-table progress{width:70px}"
+    ".cfnb-reason{opacity:.85;font-size:11px}</style>"
 )
 _HEAD = "<thead><tr>" + "".join(f"<th>{c}</th>" for c in _COLUMNS) + "</tr></thead>"
 
@@ -619,7 +620,7 @@ def row_cells(r: RunRecord) -> tuple[str, ...]:
     status = status_badge(r.status)
     if r.done and not answered and r.error:
         reason = html.escape(r.error, quote=True)
-        status += f" <span class='cfnb-reason' title='{reason}'>{html.escape(_short(r.error))}</span>"
+        status += f"<br><span class='cfnb-reason' title='{reason}'>{html.escape(_short(r.error))}</span>"
     if answered:
         progress = "<progress value='1' max='1'></progress>"
     else:
@@ -638,7 +639,7 @@ def row_cells(r: RunRecord) -> tuple[str, ...]:
     )
 
 
-def _short(text: str, limit: int = 90) -> str:
+def _short(text: str, limit: int = 70) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

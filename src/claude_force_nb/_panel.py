@@ -11,7 +11,7 @@ call is shown in full (`_panel_views.call_detail_html`), and only that call stre
 subscription filtered to it), so a wide fan-out does not turn every call into a streamed one. The Charts
 and Cache tabs are images and HTML redrawn as calls finish (no Output widget, which some front ends such
 as VS Code and Colab handle poorly). The panel's own output carries a static HTML copy of its last state
-beside the widget, so a saved notebook or its HTML export shows the table without a widget manager.
+next to the widget, so a saved notebook or its HTML export shows the table without a widget manager.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import html
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -129,20 +130,26 @@ class AgentPanel:
 
     # -- display ------------------------------------------------------------------------------------------
 
-    def _bundle(self) -> dict[str, Any]:
-        data = dict(self.widget._repr_mimebundle_())
-        data["text/html"] = self.snapshot()
-        return data
-
     def _ipython_display_(self) -> None:
-        """Show the widget with a static copy of its state beside it (the copy is updated when a run ends)."""
+        """Show the widget, then a static copy of its state as a separate output (updated when a run ends).
+
+        Two outputs, so that updating the copy never redraws the live widget: a redrawn view would take the
+        keyboard focus and any half-typed value from the user. The copy hides itself next to a live panel
+        (a CSS rule in it), so it shows only where no widget manager runs (an HTML export, GitHub).
+        """
         from IPython.display import display
 
         self._display_id = self._display_id or f"cfnb-panel-{new_run_id()}"
-        display(self._bundle(), raw=True, display_id=self._display_id)
+        display(self.widget)
+        display(self._snapshot_bundle(), raw=True, display_id=self._display_id)
+
+    def _snapshot_bundle(self) -> dict[str, str]:
+        return {"text/html": self.snapshot(), "text/plain": ""}
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
-        return self._bundle()
+        """The widget with the static copy as its HTML alternative (for renderers that skip
+        `_ipython_display_`)."""
+        return {**self.widget._repr_mimebundle_(), "text/html": self.snapshot()}
 
     def snapshot(self) -> str:
         """The panel's state as static HTML: status, budget, the calls table and the selected call."""
@@ -282,11 +289,11 @@ class AgentPanel:
             )
         else:
             self.results = task.result()
-            failed = sum(not r.success for r in self.results)
             cost = sum(r.cost_usd for r in self.results)
+            unanswered = Counter(r.status for r in self.results if not r.success)
             self.status.value = math_safe_html(
                 f"done: {len(self.results)} call(s), {format_cost(cost)}"
-                + (f", <b style='color:{red}'>{failed} failed</b>" if failed else "")
+                + "".join(f", <b style='color:{red}'>{n} {s}</b>" for s, n in sorted(unanswered.items()))
             )
         if self._table is not None:
             self.calls.value = self._table.render(final=True)
@@ -308,7 +315,9 @@ class AgentPanel:
             return
         from IPython.display import update_display
 
-        contextvars.Context().run(update_display, self._bundle(), raw=True, display_id=self._display_id)
+        contextvars.Context().run(
+            update_display, self._snapshot_bundle(), raw=True, display_id=self._display_id
+        )
 
     def _refresh_cache_stats(self) -> None:
         cache = self.session.orchestrator().cache

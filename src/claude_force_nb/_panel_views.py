@@ -178,8 +178,10 @@ def snapshot_html(*parts: Any) -> str:
     """The panel's last state as static HTML, saved with the widget's output so a notebook opened without
     a widget manager (an exported HTML file, GitHub, nbviewer) still shows its table."""
     body = "".join(str(p) for p in parts if p)
+    # Hidden in an output area that also holds the live panel (JupyterLab, Notebook 7, VS Code).
+    hide = "<style>.jp-OutputArea:has(.cfnb-panel) .cfnb-panel-snapshot{display:none}</style>"
     return (
-        f"<div class='cfnb-panel-snapshot' style='color:{_TEXT}'>"
+        f"{hide}<div class='cfnb-panel-snapshot' style='color:{_TEXT}'>"
         f"<div style='color:{_MUTED};font-size:11px'>claude_force_nb panel (a saved snapshot)</div>"
         f"{body}</div>"
     )

@@ -143,7 +143,7 @@ def test_quickstart_runs_in_jupyterlab(lab: str, tmp_path: Path) -> None:
         images = page.locator(".jp-OutputArea-output img")
         expect(images.first).to_be_visible(timeout=60_000)  # %agent plot timeline
         page.locator(".widget-tab .lm-TabBar-tab", has_text="Charts").first.click()
-        chart = page.locator(".widget-output img")
+        chart = page.locator(".cfnb-panel img.widget-image:visible")
         expect(chart.first).to_be_visible(timeout=60_000)
         assert chart.first.evaluate("img => img.naturalWidth") > 200
 

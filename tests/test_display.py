@@ -155,3 +155,22 @@ def test_rows_show_progress_latency_and_reasons_only_where_true() -> None:
     for row in rows[1:]:
         assert "value='1'" not in row and "0.20s" not in row and "3.00s" not in row and "→" not in row
     assert "cfnb-reason" in rows[1] and "would pass the" in rows[1]
+
+
+def test_inputs_rows_say_which_row_they_are() -> None:
+    """For --inputs, each live row names its input: the frame's row label and a preview of its values
+    (regression: every row said only the agent's name)."""
+    from claude_force_nb._calls import CallSpec
+    from claude_force_nb._display import input_row_labels
+
+    inputs = [{"city": "Paris", "note": "x" * 200}, {"city": "Lima", "note": "short"}]
+    calls = [CallSpec(agent="geo", task=f"Where is {row['city']}?") for row in inputs]
+    labels = input_row_labels(calls, inputs, index=["a", "b"])
+    table = BatchTable(expected=2, title="2 calls", labels=labels)
+    for i, call in enumerate(calls):
+        record = RunRecord(run_id=f"r{i}", agent="geo", model="m", task=call.task)
+        _feed(table, record, "running", attempts=1)
+    rows = table.render().split("class='cfnb-row'")[1:]
+    assert "row a · city=Paris, note=" in rows[0] and "row b · city=Lima, note=short" in rows[1]
+    assert len(labels[("geo", calls[0].task)]) <= 70  # a long value is cut
+    assert "row 0" in input_row_labels(calls, inputs)[("geo", calls[0].task)]  # no index: the position

@@ -496,7 +496,7 @@ _OTHER_STATES = ("running", "retrying", "queued", "failed", "refused", "cancelle
 _TABLE_STYLE = (
     "<style>.cfnb-table table{font-size:12px}.cfnb-table td,.cfnb-table th{text-align:left;"
     "padding:0 8px 0 0}.cfnb-table td:first-child{white-space:nowrap}.cfnb-table progress{width:70px}"
-    ".cfnb-reason{opacity:.85;font-size:11px}</style>"
+    ".cfnb-reason,.cfnb-label{opacity:.85;font-size:11px}</style>"
 )
 _HEAD = "<thead><tr>" + "".join(f"<th>{c}</th>" for c in _COLUMNS) + "</tr></thead>"
 
@@ -508,8 +508,16 @@ class BatchTable:
     visible rows are kept per event (see the module docstring), so `render()` costs the same for any batch.
     """
 
-    def __init__(self, *, expected: int, title: str, max_rows: int = MAX_VISIBLE_ROWS) -> None:
+    def __init__(
+        self,
+        *,
+        expected: int,
+        title: str,
+        max_rows: int = MAX_VISIBLE_ROWS,
+        labels: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
         self.title = title
+        self.labels = labels or {}  # (agent, task) -> what the row is, under the agent (--inputs rows)
         self.expected = expected
         self.max_rows = max_rows
         self.records: dict[str, RunRecord] = {}
@@ -596,7 +604,8 @@ class BatchTable:
         )
 
     def _row(self, r: RunRecord) -> str:
-        return "<tr class='cfnb-row'><td>" + "</td><td>".join(row_cells(r)) + "</td></tr>"
+        cells = row_cells(r, label=self.labels.get((r.agent, r.task), ""))
+        return "<tr class='cfnb-row'><td>" + "</td><td>".join(cells) + "</td></tr>"
 
 
 def totals_line(counts: Mapping[str, int], *, expected: int, cost: float, elapsed: float) -> str:
@@ -613,9 +622,23 @@ def totals_line(counts: Mapping[str, int], *, expected: int, cost: float, elapse
     return " · ".join(parts)
 
 
-def row_cells(r: RunRecord) -> tuple[str, ...]:
+def input_row_labels(
+    calls: Sequence[Any], inputs: Sequence[Mapping[str, Any]], index: Any = None
+) -> dict[tuple[str, str], str]:
+    """For `--inputs`: each call's (agent, task) -> "row LABEL · col=value, …" (the frame's row label, else
+    its position, and a preview of the row's values), so a live row says which input it is."""
+    labels: dict[tuple[str, str], str] = {}
+    names = list(index) if index is not None and len(index) == len(inputs) else range(len(inputs))
+    for call, name, row in zip(calls, names, inputs, strict=False):
+        preview = ", ".join(f"{k}={_short(str(v), 24)}" for k, v in row.items())
+        labels.setdefault((call.agent, call.task), f"row {name} · {_short(preview, 60)}")
+    return labels
+
+
+def row_cells(r: RunRecord, *, label: str = "") -> tuple[str, ...]:
     """One call's cells for `_COLUMNS`, as HTML. A full progress bar means an answer; an ended call without
-    one says why in its status cell (the whole reason on hover); a call never sent shows no latency."""
+    one says why in its status cell (the whole reason on hover); a call never sent shows no latency.
+    `label` (an --inputs row) goes under the agent's name."""
     answered = r.status in ("succeeded", "cached")
     status = status_badge(r.status)
     if r.done and not answered and r.error:
@@ -627,8 +650,11 @@ def row_cells(r: RunRecord) -> tuple[str, ...]:
         progress = "<progress></progress>" if r.status in _IN_FLIGHT else ""
     sent = r.attempts > 0 or r.cached
     tokens = r.input_tokens + r.cache_read_input_tokens + r.cache_creation_input_tokens
+    agent = html.escape(r.agent)
+    if label:
+        agent += f"<br><span class='cfnb-label'>{html.escape(label)}</span>"
     return (
-        html.escape(r.agent),
+        agent,
         status,
         progress,
         str(r.attempts),
@@ -653,12 +679,20 @@ def refresh_interval(expected: int) -> float:
 class TableView:
     """A `BatchTable` shown in the cell's output and updated in place; `hint` ends a large final table."""
 
-    def __init__(self, *, expected: int, title: str, hint: str = "", updates: bool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        expected: int,
+        title: str,
+        hint: str = "",
+        updates: bool | None = None,
+        labels: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
         from IPython.display import HTML, display
 
         self._html = HTML
         self.hint = hint
-        self.table = BatchTable(expected=expected, title=title)
+        self.table = BatchTable(expected=expected, title=title, labels=labels)
         self._throttle = Throttle(self._update, refresh_interval(expected))
         self.updates = can_update_in_place() if updates is None else updates
         # Without updates in place nothing is drawn live; the final table is shown once (in a kernel).

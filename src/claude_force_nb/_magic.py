@@ -28,7 +28,15 @@ from traitlets.traitlets import MetaHasTraits
 from ._agents import build_user_turn
 from ._calls import CallSpec
 from ._coord import SharedBudget
-from ._display import PROVENANCE_KEY, AgentRun, StreamView, TableView, figure_png, format_cost
+from ._display import (
+    PROVENANCE_KEY,
+    AgentRun,
+    StreamView,
+    TableView,
+    figure_png,
+    format_cost,
+    input_row_labels,
+)
 from ._estimate import estimate_calls
 from ._events import EventKind, RunEvent
 from ._exceptions import (
@@ -468,7 +476,14 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             else:
                 expected = len(orch.config.workflow(plan.workflow)) if plan.workflow else len(plan.calls)
                 title = f"workflow {plan.workflow}" if plan.workflow else f"{len(plan.calls)} calls"
-                table = TableView(expected=expected, title=title, hint="every row: _agent_last.to_frame()")
+                labels = (
+                    input_row_labels(plan.calls, plan.inputs, plan.input_index)
+                    if plan.kind == "inputs" and plan.inputs is not None
+                    else None
+                )
+                table = TableView(
+                    expected=expected, title=title, hint="every row: _agent_last.to_frame()", labels=labels
+                )
                 unsubscribe = _subscribe(orch, plan.batch_id, table.on_event)
         try:
             results: Sequence[AgentResult]

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from traitlets import TraitError
 
-from claude_force_nb import AsyncAgentOrchestrator, BudgetExceededError, ConfigError, define_agent
+from claude_force_nb import (
+    AsyncAgentOrchestrator,
+    BudgetExceededError,
+    ConfigError,
+    CoordinationError,
+    define_agent,
+)
 from claude_force_nb._coord import Coordination, SharedBudget, SharedRateLimiter
 from claude_force_nb._display import format_cost
 from claude_force_nb._pricing import RateCard
@@ -327,3 +333,41 @@ async def test_a_member_without_a_limit_still_counts_in_the_shared_ledger(
         ledger = await capped.budget.breakdown()
     assert ledger["spent_usd"] == pytest.approx(referee_spend(sim))
     assert ledger["owners"]["free"]["spent"] == pytest.approx(sum(r.cost_usd for r in results))
+
+
+async def test_a_batch_reserves_and_settles_on_the_shared_ledger(sim: Simulator, redis_url: str) -> None:
+    """Message Batches go through the same Budget interface: submitting reserves every item on the shared
+    ledger (another member sees the holds), collecting settles them to the batch-priced cost the simulator
+    counted, and nothing stays held."""
+    from .test_batch import POLL, calls, referee_cost
+
+    define_agent("a", "Answer briefly.")
+    scope = fresh_scope()
+    async with (
+        shared(sim, redis_url, scope, "batcher", budget_usd=5.0) as orch,
+        shared(sim, redis_url, scope, "watcher", budget_usd=5.0) as watcher,
+    ):
+        assert isinstance(orch.budget, SharedBudget) and isinstance(watcher.budget, SharedBudget)
+        job = await orch.submit_batch(calls(4))
+        assert (await watcher.budget.breakdown())["owners"]["batcher"]["held"] > 0
+        await job.wait(poll_interval=POLL)
+        assert orch.coordination is not None
+        await orch.coordination.flush()  # its settles are pushed in the background
+        ledger = await watcher.budget.breakdown()
+    assert ledger["spent_usd"] == pytest.approx(referee_cost(sim, MODEL))
+    assert ledger["held_usd"] == pytest.approx(0.0, abs=1e-12)
+
+
+async def test_closed_failure_policy_fails_calls_when_the_shared_limits_are_unreachable(
+    sim: Simulator, private_redis: RedisServer
+) -> None:
+    """coordination_failure='closed' also applies to pacing: with Redis down a call fails, unsent, with a
+    CoordinationError naming the URL."""
+    define_agent("a", "x")
+    url = private_redis.url
+    private_redis.stop()
+    async with shared(sim, url, fresh_scope(), "strict", coordination_failure="closed") as orch:
+        result = await orch.execute_agent("a", "task")
+    assert not result.success and isinstance(result.exception, CoordinationError)
+    assert url.split("/")[2] in result.errors[0]
+    assert sim.stats()["requests"] == 0

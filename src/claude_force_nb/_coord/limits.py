@@ -72,11 +72,13 @@ class SharedRateLimiter(RateLimiter):
 
     def _down(self, exc: CoordinationDown, *, in_call: bool = True) -> None:
         coord = self.coordination
-        if coord.failure == "closed" and in_call:
-            raise CoordinationError(
-                f"refused before sending: the shared rate limits at {coord.where} cannot be reached ({exc}) "
-                "and coordination_failure='closed'"
-            ) from exc
+        if coord.failure == "closed":
+            if in_call:
+                raise CoordinationError(
+                    f"refused before sending: the shared rate limits at {coord.where} cannot be reached "
+                    f"({exc}) and coordination_failure='closed'"
+                ) from exc
+            return  # a background push (a give-back, a pause) is lost; the next call asks Redis again
         self._local_until = self._clock() + _RETRY_SHARED_AFTER_S
         coord.warn_once(
             "limits",
@@ -91,7 +93,7 @@ class SharedRateLimiter(RateLimiter):
             try:
                 known = await coord.run("LEARNED", [coord.learned_key], [])
             except CoordinationDown as exc:
-                self._down(exc, in_call=False)
+                self._down(exc)
             else:
                 self._adopt(known)
         return await super().probe()

@@ -113,6 +113,15 @@ async def test_budget_reserves_settles_and_refuses() -> None:
     assert budget.reserved_usd == 0
 
 
+async def test_a_tiny_budget_is_named_to_the_cent_fraction_in_refusals_and_reprs() -> None:
+    """A $0.0001 budget read "the $0.00 budget" in its refusal (seen in the panel): every amount shows
+    the four decimals that small figures need."""
+    budget = Budget(0.0001)
+    with pytest.raises(BudgetExceededError, match=r"\$0\.0001 left of the \$0\.0001 budget"):
+        await budget.reserve(0.0436, what="call")
+    assert "limit=$0.0001" in repr(budget)
+
+
 async def test_budget_waits_for_holds_to_settle_instead_of_refusing() -> None:
     """A worst case that fits only once calls in flight settle waits for them, then is granted (or refused
     when what they really spent leaves too little); the limit is never passed."""

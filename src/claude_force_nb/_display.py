@@ -33,6 +33,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._pricing import format_cost
 from ._records import RunRecord
 from ._results import AgentResult
 from ._style import MATH_IGNORE, escape_markdown_math, math_safe_markdown, small_note, status_badge
@@ -80,13 +81,6 @@ def figure_png(figure: Any, *, dpi: int = 90) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-def format_cost(value: float) -> str:
-    """Dollars for display: NaN is 'unpriced', tiny amounts keep four decimals."""
-    if math.isnan(value):
-        return "unpriced"
-    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
 
 
 class AgentRun:

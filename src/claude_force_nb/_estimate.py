@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ._calls import CallSpec, Plan, as_call, worst_case_prompt_tokens
 from ._exceptions import AttemptTimeoutError, BackendError, ConfigError
 from ._limits import RateLimiter
+from ._pricing import format_cost
 from ._records import new_run_id
 from ._request import MessageRequest
 from ._retry import RetryPolicy, backoff_delay
@@ -244,12 +245,12 @@ class CostEstimate:
 
     def summary(self) -> str:
         n = len(self.calls)
-        typical = "" if math.isnan(self.cost_typical) else f", typical {_money(self.cost_typical)}"
+        typical = "" if math.isnan(self.cost_typical) else f", typical {format_cost(self.cost_typical)}"
         fallbacks = sum(c.tokens_from == "byte bound" for c in self.calls)
         parts = [
             f"{n} call{'s' if n != 1 else ''} · {self.input_tokens:,} input tokens",
-            f"{_money(self.cost_min)} to {_money(self.cost_max)}{typical}",
-            f"batch {_money(self.total('batch_min'))} to {_money(self.total('batch_max'))}",
+            f"{format_cost(self.cost_min)} to {format_cost(self.cost_max)}{typical}",
+            f"batch {format_cost(self.total('batch_min'))} to {format_cost(self.total('batch_max'))}",
         ]
         if self.cached:
             parts.append(f"{self.cached} cached (free)")
@@ -268,12 +269,6 @@ class CostEstimate:
 
     def __repr__(self) -> str:
         return f"<CostEstimate {self.summary()}>"
-
-
-def _money(value: float) -> str:
-    if math.isnan(value):
-        return "unpriced"
-    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
 
 
 def _typical_output(orch: AsyncAgentOrchestrator, agent: str, model: str) -> float:

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ._exceptions import BudgetExceededError
+from ._pricing import format_cost
 from ._request import RateLimitSnapshot
 from ._validate import check_number
 
@@ -201,16 +202,16 @@ class Budget:
     def _refusal(self, worst_case_usd: float, what: str) -> BudgetExceededError:
         limit = self.limit_usd or 0.0
         return BudgetExceededError(
-            f"{what} refused before sending: its worst case ${worst_case_usd:.4f} exceeds the "
-            f"${max(limit - self.spent_usd, 0.0):.4f} left of the ${limit:.2f} budget{self._shared_by} even "
-            f"once the calls in flight settle (spent ${self.spent_usd:.4f}, ${self.reserved_usd:.4f} held by "
-            "calls in flight)"
+            f"{what} refused before sending: its worst case {format_cost(worst_case_usd)} exceeds the "
+            f"{format_cost(max(limit - self.spent_usd, 0.0))} left of the {format_cost(limit)} budget"
+            f"{self._shared_by} even once the calls in flight settle (spent {format_cost(self.spent_usd)}, "
+            f"{format_cost(self.reserved_usd)} held by calls in flight)"
         )
 
     _shared_by = ""  # who else spends from this budget, for messages (a shared budget names its scope)
 
     def __repr__(self) -> str:
-        limit = "none" if self.limit_usd is None else f"${self.limit_usd:.2f}"
+        limit = "none" if self.limit_usd is None else format_cost(self.limit_usd)
         return f"Budget(limit={limit}, spent=${self.spent_usd:.4f}, reserved=${self.reserved_usd:.4f})"
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "Rates",
     "UnpricedModelWarning",
     "When",
+    "format_cost",
     "normalize_model_id",
 ]
 
@@ -70,6 +71,14 @@ for now."""
 
 class UnpricedModelWarning(ClaudeForceWarning):
     """A model with no entry in the rate card: its calls are recorded with cost NaN."""
+
+
+def format_cost(value: float) -> str:
+    """Dollars for people: NaN is 'unpriced', amounts under $100 keep four decimals (a budget of $0.0001 is
+    not "$0.00"), larger ones two."""
+    if math.isnan(value):
+        return "unpriced"
+    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
 
 
 def normalize_model_id(model: str) -> str:

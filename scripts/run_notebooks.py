@@ -78,10 +78,18 @@ def offline_html(notebook: nbformat.NotebookNode) -> str:
     page = copy.deepcopy(notebook)
     page.metadata.pop("widgets", None)
     for cell in page.cells:
+        kept = []
         for output in cell.get("outputs", ()):
             data = output.get("data", {})
-            if WIDGET_VIEW in data and "text/html" in data:
+            if WIDGET_VIEW in data:
+                if "text/html" not in data:
+                    # A bare widget view: without a widget manager the page would show its text/plain repr
+                    # ("VBox(children=(...") instead. The panel's static copy is the output after it.
+                    continue
                 del data[WIDGET_VIEW]  # the widget's static snapshot stands in for the live view
+            kept.append(output)
+        if "outputs" in cell:
+            cell.outputs = kept
     exporter = HTMLExporter(
         template_name="lab",
         template_file="offline.html.j2",

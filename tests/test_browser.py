@@ -252,6 +252,7 @@ def test_the_exported_html_opens_offline_and_shows_the_panels_table(tmp_path: Pa
         rows = page.locator(".cfnb-panel-snapshot .cfnb-row")
         assert rows.count() == 2
         assert "done: 2 call(s)" in page.locator(".cfnb-panel-snapshot").inner_text()
+        assert "children=" not in page.locator("body").inner_text()  # no widget's text/plain repr
         assert page.locator("script[src]").count() == 0
         browser.close()
     assert blocked == []

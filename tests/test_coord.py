@@ -88,7 +88,9 @@ def test_a_bad_url_or_scope_is_a_one_line_error_at_construction(
 
 def test_without_coordination_the_budget_and_limits_are_in_process() -> None:
     """No URL and no env var: the in-process budget and limiter, as before."""
-    orch = AsyncAgentOrchestrator(base_url="http://127.0.0.1:9", budget_usd=1.0, environ={})
+    orch = AsyncAgentOrchestrator(
+        base_url="http://127.0.0.1:9", budget_usd=1.0, environ={}, enable_cache=False
+    )
     assert orch.coordination is None
     assert not isinstance(orch.budget, SharedBudget) and not isinstance(orch.limiter, SharedRateLimiter)
 
@@ -96,7 +98,11 @@ def test_without_coordination_the_budget_and_limits_are_in_process() -> None:
 def test_the_environment_variable_turns_coordination_on() -> None:
     """CLAUDE_FORCE_NB_COORDINATION gives every orchestrator built without coordination= the shared store."""
     environ = {"CLAUDE_FORCE_NB_COORDINATION": "redis://127.0.0.1:6379/0"}
-    orch = AsyncAgentOrchestrator(base_url="http://127.0.0.1:9", environ=environ, scope="team-a")
+    # No response cache: this orchestrator is never closed, and an open SQLite file would be reported as a
+    # leak (a ResourceWarning on Python 3.13).
+    orch = AsyncAgentOrchestrator(
+        base_url="http://127.0.0.1:9", environ=environ, scope="team-a", enable_cache=False
+    )
     assert orch.coordination is not None and orch.coordination.scope == "team-a"
     assert isinstance(orch.budget, SharedBudget) and isinstance(orch.limiter, SharedRateLimiter)
 

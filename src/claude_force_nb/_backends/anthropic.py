@@ -326,6 +326,10 @@ class AnthropicBackend:
             elif kind == "message_stop":
                 complete = True
         if not complete:
+            if _being_cancelled():
+                # The stream ended because this call is being cancelled (the panel's Cancel, an interrupt):
+                # that is a cancellation, not a connection failure to count as failed.
+                raise asyncio.CancelledError
             raise ConnectionFailedError("the stream ended before message_stop", request_id=request_id)
         return Completion(
             text="".join(parts),
@@ -376,3 +380,10 @@ def _translate(exc: Exception) -> BackendError:
     if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
         return MalformedResponseError(f"could not parse the API's answer: {exc}")
     return BackendError(f"unexpected error from the SDK: {type(exc).__name__}: {exc}")
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task has a cancellation pending (Python 3.11+; False where that is unknowable)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False

@@ -11,7 +11,8 @@ as the API does. A fan-out of N calls (default 2,000) at concurrency 50 runs as:
 For each: goodput (calls that succeeded per second, as a share of L/60), how many calls were lost, and the
 simulator's count of 429s as a share of its requests. Targets: (b) and (c) >= 0.90 of L with 429s < 1%.
 Then the overhead of a coordinated call (shared budget and limits) against an in-process one, at zero
-latency and concurrency 1 (target: < 0.5 ms a call on loopback Redis).
+latency and concurrency 1 (target: < 0.5 ms a call on loopback Redis), beside the cost of one bare round
+trip to the same Redis (the floor: a coordinated call makes one).
 
 Redis: CFNB_TEST_REDIS_URL or REDIS_URL, else a private redis-server if one is on PATH, else (c) and the
 overhead are skipped with a note. Run: `python benchmarks/bench_limits.py [--calls N] [--rpm L]`.
@@ -146,25 +147,38 @@ def coordinated(base_url: str, redis_url: str, n: int, processes: int = 4) -> tu
     return sum(r["succeeded"] for r in reports), max(r["finished_at"] for r in reports) - start_at
 
 
-async def overhead(base_url: str, redis_url: str, n: int, rounds: int = 5) -> tuple[float, float]:
+async def overhead(base_url: str, redis_url: str, n: int, rounds: int = 5) -> tuple[float, float, float]:
     """Median seconds per call at zero latency, concurrency 1, with a budget and a limit: in process vs
-    coordinated. Rounds alternate between the two, so drift on a shared machine hits both alike."""
+    coordinated, and the median seconds of one bare round trip to the same Redis (PING), the floor of any
+    coordinated call. Rounds alternate between the three, so drift on a shared machine hits all alike."""
+    import redis.asyncio
+
     extra: dict[str, Any] = {"budget_usd": 1000.0, "requests_per_minute": 10**7, "max_concurrent": 1}
     scope = f"bench-{uuid.uuid4().hex[:8]}"
-    async with (
-        orchestrator(base_url, **extra) as local,
-        orchestrator(base_url, coordination=redis_url, scope=scope, **extra) as shared,
-    ):
-        timings: dict[int, list[float]] = {id(local): [], id(shared): []}
-        for orch in (local, shared):
-            await orch.execute_agent("bench", "warm up")  # connections, and a new ledger's rebuild window
-        for r in range(rounds):
+    bare_redis = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        async with (
+            orchestrator(base_url, **extra) as local,
+            orchestrator(base_url, coordination=redis_url, scope=scope, **extra) as shared,
+        ):
+            timings: dict[str, list[float]] = {"local": [], "shared": [], "ping": []}
             for orch in (local, shared):
+                await orch.execute_agent("bench", "warm up")  # connections, and a new ledger's rebuild window
+            await bare_redis.ping()
+            for r in range(rounds):
+                for name, orch in (("local", local), ("shared", shared)):
+                    started = time.perf_counter()
+                    for task in tasks(n, f"o{r}-"):
+                        await orch.execute_agent("bench", task)
+                    timings[name].append((time.perf_counter() - started) / n)
                 started = time.perf_counter()
-                for task in tasks(n, f"o{r}-"):
-                    await orch.execute_agent("bench", task)
-                timings[id(orch)].append((time.perf_counter() - started) / n)
-    return statistics.median(timings[id(local)]), statistics.median(timings[id(shared)])
+                for _ in range(n):
+                    await bare_redis.ping()
+                timings["ping"].append((time.perf_counter() - started) / n)
+    finally:
+        await bare_redis.aclose()
+    local_s, shared_s, ping_s = (statistics.median(timings[k]) for k in ("local", "shared", "ping"))
+    return local_s, shared_s, ping_s
 
 
 @contextmanager
@@ -215,12 +229,14 @@ def main() -> None:
             print("\n(c) and the overhead need Redis: set CFNB_TEST_REDIS_URL or put redis-server on PATH.")
             return
         with serve(process=True) as sim:
-            local, shared = asyncio.run(overhead(sim.base_url, redis_url, 100))
+            local, shared, ping = asyncio.run(overhead(sim.base_url, redis_url, 100))
         print(
             f"\nOverhead at zero latency, concurrency 1, with a budget and a limit (median of 5 alternating "
-            f"rounds of 100 calls): in process "
-            f"{local * 1e3:.3f} ms/call, coordinated {shared * 1e3:.3f} ms/call: "
-            f"+{(shared - local) * 1e3:.3f} ms a call ({shared / local:.2f}x; target < 0.5 ms)"
+            f"rounds of 100 calls): in process {local * 1e3:.3f} ms/call, coordinated {shared * 1e3:.3f} "
+            f"ms/call: +{(shared - local) * 1e3:.3f} ms a call ({shared / local:.2f}x; target < 0.5 ms).\n"
+            f"One bare round trip to the same Redis (PING) takes {ping * 1e3:.3f} ms here: a coordinated "
+            f"call makes one (its reservation, rate booking and the last call's settle in one script), so "
+            f"the overhead is {(shared - local) / ping:.1f} bare round trips."
         )
 
 

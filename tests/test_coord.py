@@ -377,3 +377,36 @@ async def test_closed_failure_policy_fails_calls_when_the_shared_limits_are_unre
     assert not result.success and isinstance(result.exception, CoordinationError)
     assert url.split("/")[2] in result.errors[0]
     assert sim.stats()["requests"] == 0
+
+
+async def test_a_coordinated_call_makes_one_round_trip_to_redis(
+    sim: Simulator, private_redis: RedisServer
+) -> None:
+    """A call with a shared budget and a shared rate limit runs one script on the server: its reservation,
+    its rate booking and the last call's settle travel together (the server's own command statistics are the
+    referee). A settle no call comes to carry goes on its own moments later: the ledger is exact without a
+    flush."""
+    import redis
+
+    define_agent("a", "x")
+    calls = 20
+    server = redis.Redis.from_url(private_redis.url)
+    options: dict[str, Any] = {"budget_usd": 10.0, "requests_per_minute": 10**6}
+    async with shared(sim, private_redis.url, fresh_scope(), "solo", **options) as orch:
+        assert isinstance(orch.budget, SharedBudget) and orch.coordination is not None
+        await orch.execute_agent("a", "warm up")  # the connection, and a new ledger's rebuild window
+        server.config_resetstat()
+        results = [await orch.execute_agent("a", f"task {i}") for i in range(calls)]
+        stats = server.info("commandstats")
+        scripts = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+        # one per call, plus the heartbeat's (every 0.5 s); three per call before (reserve, book, settle)
+        assert calls <= scripts < 1.5 * calls
+        assert all(r.success for r in results)
+        ledger_key = orch.coordination.budget_keys[0]
+        for _ in range(200):
+            if float(server.hget(ledger_key, "held") or "nan") < 1e-12:
+                break
+            await asyncio.sleep(0.01)
+        assert float(server.hget(ledger_key, "held")) == pytest.approx(0.0, abs=1e-12)
+        assert float(server.hget(ledger_key, "spent")) == pytest.approx(referee_spend(sim))
+    server.close()

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_BURST_S",
     "NEARLY_SPENT_FRACTION",
     "Budget",
+    "Pace",
     "PrioritySlots",
     "RateLimiter",
     "Reservation",
@@ -57,6 +58,24 @@ _EPSILON = 1e-12  # float slack when comparing dollar sums with the limit
 class Reservation:
     amount: float
     open: bool = True
+
+
+@dataclass(slots=True)
+class Pace:
+    """An attempt's share of the rate limits. A shared budget books it in the same round trip as the
+    reservation (`booked_wait_s` is then the wait it asked); otherwise `wait` books it on the limiter."""
+
+    limiter: RateLimiter
+    input_tokens: int
+    output_tokens: int
+    booked_wait_s: float | None = None
+
+    async def wait(self) -> None:
+        """Book (unless already booked) and wait for the moment the limits allow the attempt."""
+        if self.booked_wait_s is None:
+            await self.limiter.acquire(input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+        else:
+            await self.limiter.wait_booked(self.booked_wait_s)
 
 
 @dataclass(slots=True)
@@ -121,9 +140,17 @@ class Budget:
         return self._live
 
     async def reserve(
-        self, worst_case_usd: float, *, what: str, priority: tuple[int, ...] = (0,)
+        self,
+        worst_case_usd: float,
+        *,
+        what: str,
+        priority: tuple[int, ...] = (0,),
+        pace: Pace | None = None,
     ) -> Reservation:
         """Hold `worst_case_usd` for a call, waiting while it would fit only once holds settle.
+
+        `pace` is the attempt's rate booking, which a shared budget makes in the same round trip; an
+        in-process one leaves it to `pace.wait()`.
 
         Raises BudgetExceededError, holding nothing, when it cannot fit even if every hold settled at zero
         (at once, or later if money spent while it waited makes it so). Cancelling the wait holds nothing.
@@ -338,9 +365,21 @@ class RateLimiter:
             go = max(go, limit.allowed_at(costs[kind], now=now))
         for kind, limit in self.limits.items():
             limit.book(costs[kind], at=go)
+        await self._wait_until(go)
+
+    async def wait_booked(self, seconds: float) -> None:
+        """Wait out a booking made elsewhere (a shared one, in the budget's round trip)."""
+        await self._wait_until(self._clock() + seconds)
+
+    async def _wait_until(self, go: float) -> None:
         while (wait := max(go, self.paused_until) - self._clock()) > 0:  # a pause set meanwhile also holds
             self.waited_s += wait
             await self._sleep(wait)
+
+    @property
+    def ready(self) -> bool:
+        """Whether `probe()` would let an attempt go at once (no limits left to learn first)."""
+        return self._probed or not self.learn_limits or bool(self.limits)
 
     async def probe(self) -> bool:
         """With limits to learn and none known, the first attempt goes alone and the others wait for its

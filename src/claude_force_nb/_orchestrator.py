@@ -2,7 +2,8 @@
 
 A call goes: resolve the agent and build the request (pure) -> record it as queued -> response cache (a hit
 ends here, as a row like any other) -> wait for a concurrency slot -> reserve the attempt's worst-case cost
-against the budget (waiting while calls in flight hold what it needs) -> the rate limiter -> one attempt
+against the budget (waiting while calls in flight hold what it needs) and book its share of the rate limits
+(a shared budget does both in one round trip to Redis) -> one attempt
 through the backend under a per-attempt deadline -> on a retryable failure, release the slot, back off
 (honouring `retry-after`) and try again -> settle the cost, store the answer in the cache, finish the record,
 emit the event.
@@ -73,7 +74,7 @@ from ._exceptions import (
     RetiredModelError,
     UnknownAgentError,
 )
-from ._limits import DEFAULT_BURST_S, Budget, PrioritySlots, RateLimiter, Reservation
+from ._limits import DEFAULT_BURST_S, Budget, Pace, PrioritySlots, RateLimiter, Reservation
 from ._pricing import LifecycleNotices, RateCard
 from ._records import AttemptSpan, RunLog, RunRecord, RunStatus, new_run_id
 from ._request import ChatMessage, Completion, MessageRequest
@@ -736,11 +737,13 @@ class AsyncAgentOrchestrator:
         *,
         priority: tuple[int, ...],
         retry: bool = False,
+        pace: Pace | None = None,
     ) -> None:
         """Reserve an attempt's worst case on the orchestrator's budget and the call's own, into `held`.
 
         Each reservation may wait for calls in flight to settle (see `Budget.reserve`); a refusal or a
-        cancellation leaves what was already reserved in `held`, which the caller settles at zero.
+        cancellation leaves what was already reserved in `held`, which the caller settles at zero. The last
+        budget gets the attempt's `pace`: a shared one books it in the same round trip.
         """
         budgets = [b for b in (self.budget, call.budget) if b is not None and b.enforced]
         if not budgets:
@@ -751,7 +754,11 @@ class AsyncAgentOrchestrator:
             label = "retry" if retry else "call"
             if budget is not self.budget:
                 label += " (this run's budget)"
-            held.append((budget, await budget.reserve(worst, what=label, priority=priority)))
+            last = budget is budgets[-1]
+            reservation = await budget.reserve(
+                worst, what=label, priority=priority, pace=pace if last else None
+            )
+            held.append((budget, reservation))
 
     def _worst_case(self, request: MessageRequest) -> float:
         """The most an attempt of `request` can cost: what the budget reserves for it."""
@@ -822,14 +829,18 @@ class AsyncAgentOrchestrator:
             await self._slots.acquire(order)
             probing = False
             try:
-                await self._reserve(call, request, held, priority=order, retry=retries > 0)
                 limiter = self.limiter
+                # With no probe to wait for, the rate booking can ride with the reservation (a shared budget
+                # makes both in one round trip); otherwise it is made once the probe has let this call go.
+                pace = self._pace(request, estimate_in) if limiter.ready else None
+                await self._reserve(call, request, held, priority=order, retry=retries > 0, pace=pace)
                 probing = await limiter.probe()
-                booked = limiter.enabled or limiter.paused_until > 0
-                if booked:
-                    if estimate_in < 0:
-                        estimate_in = self._pacing_estimate(request)
-                    await limiter.acquire(input_tokens=estimate_in, output_tokens=request.max_tokens)
+                if pace is None:
+                    pace = self._pace(request, estimate_in)
+                booked = pace is not None
+                if pace is not None:
+                    estimate_in = pace.input_tokens  # kept for the retries and the correction after
+                    await pace.wait()
                 span = AttemptSpan(start=time.time())
                 record.spans.append(span)
                 record.attempts += 1
@@ -878,6 +889,16 @@ class AsyncAgentOrchestrator:
             await asyncio.sleep(delay)
 
     # -- pacing ----------------------------------------------------------------------------------------
+
+    def _pace(self, request: MessageRequest, estimate_in: int) -> Pace | None:
+        """The attempt's share of the rate limits (`estimate_in` < 0: not estimated yet), or None when
+        nothing paces it (no limit, no pause)."""
+        limiter = self.limiter
+        if not (limiter.enabled or limiter.paused_until > 0):
+            return None
+        if estimate_in < 0:
+            estimate_in = self._pacing_estimate(request)
+        return Pace(limiter, estimate_in, request.max_tokens)
 
     def _pacing_estimate(self, request: MessageRequest) -> int:
         """The input tokens a limiter books: the API's own count when a preview has one, else our estimate

@@ -1,12 +1,13 @@
 """`SharedBudget`: the in-process `Budget`'s interface and semantics, with the ledger on a Redis server.
 
-`reserve` runs the RESERVE script: a worst case that fits beside the scope's spend and holds is held at once
-(as a lease); one that fits only once holds settle *waits* (for a local settle, or a short poll for other
-processes' settles), by priority then arrival among this process's callers; one that cannot fit even if
-every hold settled at zero is refused. `settle` and `release` stay synchronous, as the orchestrator calls
-them: they update this process's journal and the displayed figures at once and push the SETTLE script in
-the background; until it lands the lease holds the worst case, so the ledger can only over-count for a
-moment, never under-count.
+`reserve` asks the ledger in one round trip (the STEP script): a worst case that fits beside the scope's
+spend and holds is held at once (as a lease), with the attempt's rate booking in the same trip; one that fits
+only once holds settle *waits* (for a local settle, or a short poll for other processes' settles), by priority
+then arrival among this process's callers; one that cannot fit even if every hold settled at zero is refused.
+`settle` and `release` stay synchronous, as the orchestrator calls them: they update this process's journal
+and the displayed figures at once, and the settle rides with the next round trip (or goes in one of its own
+within a few milliseconds); until it lands the lease holds the worst case, so the ledger can only over-count
+for a moment, never under-count.
 
 Each orchestrator checks its own `budget_usd` against the scope's total spend and holds: give every member
 the same figure. Without a limit nothing is reserved (no round trip per call); the spend is added to the
@@ -25,8 +26,9 @@ import uuid
 from typing import Any
 
 from .._exceptions import BudgetExceededError
-from .._limits import Budget, PrioritySlots, Reservation
-from .store import Coordination, CoordinationDown, _text
+from .._limits import Budget, Pace, PrioritySlots, Reservation
+from .limits import SharedRateLimiter
+from .store import Coordination, CoordinationDown
 
 __all__ = ["SharedBudget", "SharedReservation"]
 
@@ -81,8 +83,15 @@ class SharedBudget(Budget):
             self.coordination.wake()
 
     async def reserve(
-        self, worst_case_usd: float, *, what: str, priority: tuple[int, ...] = (0,)
+        self,
+        worst_case_usd: float,
+        *,
+        what: str,
+        priority: tuple[int, ...] = (0,),
+        pace: Pace | None = None,
     ) -> Reservation:
+        """Hold `worst_case_usd` on the shared ledger (see `Budget.reserve`). With a `pace` whose limiter
+        paces on the same store, the attempt's rate booking rides in the same round trip."""
         limit = self.limit_usd
         if math.isnan(worst_case_usd):
             if limit is not None:
@@ -90,6 +99,8 @@ class SharedBudget(Budget):
             worst_case_usd = 0.0
         coord = self.coordination
         coord.start()
+        limiter = pace.limiter if pace is not None else None
+        joint = isinstance(limiter, SharedRateLimiter) and limiter.coordination is coord
         # With a limit, this process's callers ask the ledger one at a time, so a big call waiting at the head
         # is not overtaken by small ones; without one nothing ever waits, so they go at once.
         turn = limit is not None
@@ -99,40 +110,34 @@ class SharedBudget(Budget):
             delay = _POLL_S[0]
             while True:
                 lease = uuid.uuid4().hex
+                book = limiter.booking(pace) if joint and pace is not None else None  # type: ignore[union-attr]
                 try:
                     if not coord.epoch:
                         await coord.join()
-                    reply = await coord.run(
-                        "RESERVE",
-                        coord.budget_keys,
-                        [
-                            coord.epoch,
-                            coord.owner,
-                            lease,
-                            repr(worst_case_usd),
-                            "" if limit is None else repr(limit),
-                            int(coord.lease_s * 1000),
-                        ],
+                    step = await coord.step(
+                        reserve=(lease, worst_case_usd, limit),
+                        book=book,
+                        burst_s=limiter.burst_s if limiter is not None else 0.0,
                     )
                 except CoordinationDown as exc:
                     return await self._unreachable(worst_case_usd, what, exc)
                 coord.recovered("budget")
                 self._fallback = None
-                status = _text(reply[0])
-                if status == "epoch":  # the ledger was lost or rebuilt: add our journal, then ask again
+                if step.status == "epoch":  # the ledger was lost or rebuilt: add our journal, then ask again
                     try:
                         await coord.join()
                     except CoordinationDown as exc:
                         return await self._unreachable(worst_case_usd, what, exc)
                     continue
-                if status == "rebuilding":
-                    await asyncio.sleep(float(reply[1]) / 1000)
+                if step.status == "rebuilding":
+                    await asyncio.sleep(step.seconds)
                     continue
-                coord.spent_usd, coord.held_usd = float(reply[1]), max(float(reply[2]), 0.0)
-                if status == "ok":
+                if step.status == "ok":
                     coord.journal.holds[lease] = (worst_case_usd, coord.epoch)
+                    if book is not None and pace is not None:
+                        pace.booked_wait_s = step.seconds
                     return SharedReservation(worst_case_usd, lease)
-                if status == "refuse":
+                if step.status == "refuse":
                     raise self._refusal(worst_case_usd, what)
                 await coord.changed_or(delay)  # "wait": it fits once holds (ours or others') settle
                 delay = min(delay * 2, _POLL_S[1])
@@ -180,7 +185,7 @@ class SharedBudget(Budget):
         coord.journal.spent += cost
         coord.held_usd = max(coord.held_usd - reservation.amount, 0.0)
         coord.spent_usd += cost
-        coord.spawn(self._push_settle(reservation, cost, epoch))
+        coord.defer_settle(reservation.lease, reservation.amount, cost, epoch)
 
     def release(self, reservation: Reservation) -> None:
         self.settle(reservation, 0.0)
@@ -195,30 +200,6 @@ class SharedBudget(Budget):
         coord.journal.spent += cost_usd
         coord.journal.unsynced += cost_usd
         coord.spent_usd += cost_usd
-
-    async def _push_settle(self, reservation: SharedReservation, cost: float, epoch: str) -> None:
-        coord = self.coordination
-        try:
-            if epoch != coord.epoch:
-                return  # joined a new epoch after this settled locally: the journal carried the cost there
-            reply = await coord.run("SETTLE", coord.budget_keys, [epoch, reservation.lease, repr(cost)])
-            status = _text(reply[0])
-            if status == "epoch":
-                await coord.join()  # the journal (which has this cost) goes to the new ledger
-            elif status == "gone":  # the lease lapsed first: the ledger counted the whole worst case
-                coord.journal.spent += reservation.amount - cost
-            if status in ("ok", "gone"):
-                coord.spent_usd, coord.held_usd = float(reply[1]), max(float(reply[2]), 0.0)
-        except CoordinationDown as exc:
-            # The lease will lapse and be settled at its worst case: the journal says the same.
-            coord.journal.spent += reservation.amount - cost
-            coord.warn_once(
-                "settle",
-                f"a settle could not reach the shared ledger at {coord.where} ({exc}); its hold will be "
-                "counted as spent at its worst case when its lease lapses",
-            )
-        finally:
-            coord.wake()
 
     async def breakdown(self) -> dict[str, Any]:
         """The scope's ledger now: limit, spent, held, and {owner: {spent, held, lapsed}} (who spent what)."""

@@ -1,9 +1,10 @@
 """`SharedRateLimiter`: the local `RateLimiter`'s interface, with its smooth limits and pause on Redis.
 
-Every attempt runs the ACQUIRE script once: it books the request's share of each limit (requests, its input
-tokens estimate, its `max_tokens` of output) at the earliest moment the scope's GCRA state and pause allow,
-and answers how long to wait, using the Redis server's clock. Give-backs (unused output tokens, input tokens
-the estimate over-counted) and corrections run the ADJUST script in the background; a 429's `retry-after` and
+Every attempt books the request's share of each limit (requests, its input tokens estimate, its
+`max_tokens` of output) at the earliest moment the scope's GCRA state and pause allow, and learns how long to
+wait, using the Redis server's clock: in the shared budget's round trip when there is one (see
+`SharedBudget.reserve`), else in one of its own (the STEP script). Give-backs (unused output tokens, input
+tokens the estimate over-counted) and corrections ride with the next round trip; a 429's `retry-after` and
 nearly-spent `anthropic-ratelimit-*` headers seen by any client set the scope's pause, which holds back every
 client. Each client paces to its own configured or learned limits on the shared state: give every member the
 same figures (or let them all learn the API's).
@@ -15,10 +16,11 @@ arithmetic, this process alone) with one warning, and goes back to the shared st
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import CoordinationError
-from .._limits import RateLimiter
+from .._limits import Pace, RateLimiter
 
 if TYPE_CHECKING:
     from .._request import RateLimitSnapshot
@@ -43,28 +45,32 @@ class SharedRateLimiter(RateLimiter):
         """True when this limiter is pacing on the shared state (False while Redis is unreachable)."""
         return self._clock() >= self._local_until
 
-    async def acquire(self, *, input_tokens: int, output_tokens: int) -> None:
+    def booking(self, pace: Pace) -> list[tuple[str, float, float]] | None:
+        """`pace` as the STEP script books it on the shared state: (kind, cost, per minute) for each limit;
+        None while this process paces locally (Redis unreachable)."""
         if not self.shared:
-            await super().acquire(input_tokens=input_tokens, output_tokens=output_tokens)
-            return
-        coord = self.coordination
-        costs = self._costs(input_tokens, output_tokens)
-        kinds = list(self.limits)
-        args: list[Any] = [int(self.burst_s * 1000)]
-        for kind in kinds:
-            args += [repr(costs[kind]), repr(self.limits[kind].per_minute)]
-        try:
-            reply = await coord.run("ACQUIRE", [coord.pause_key, *(coord.limit_keys[k] for k in kinds)], args)
-        except CoordinationDown as exc:
-            self._down(exc)
-            await super().acquire(input_tokens=input_tokens, output_tokens=output_tokens)
-            return
-        coord.recovered("limits")
-        wait = float(reply) / 1000
-        go = self._clock() + wait
-        while (wait := max(go, self.paused_until) - self._clock()) > 0:
-            self.waited_s += wait
-            await self._sleep(wait)
+            return None
+        costs = self._costs(pace.input_tokens, pace.output_tokens)
+        return [(kind, costs[kind], limit.per_minute) for kind, limit in self.limits.items()]
+
+    async def acquire(self, *, input_tokens: int, output_tokens: int) -> None:
+        book = self.booking(Pace(self, input_tokens, output_tokens))
+        if book is not None:
+            try:
+                step = await self.coordination.step(book=book, burst_s=self.burst_s)
+            except CoordinationDown as exc:
+                self._down(exc)
+            else:
+                if step.status == "epoch":  # only the budget's part cares: the deferred settles go on a join
+                    self.coordination.spawn(self._rejoin())
+                self.coordination.recovered("limits")
+                await self.wait_booked(step.seconds)
+                return
+        await super().acquire(input_tokens=input_tokens, output_tokens=output_tokens)
+
+    async def _rejoin(self) -> None:
+        with contextlib.suppress(CoordinationDown):
+            await self.coordination.join()
 
     @property
     def enabled(self) -> bool:
@@ -126,19 +132,7 @@ class SharedRateLimiter(RateLimiter):
         limit = self.limits.get(kind)
         if limit is None or not units or not self.shared:
             return
-        coord = self.coordination
-
-        async def push() -> None:
-            try:
-                await coord.run(
-                    "ADJUST",
-                    [coord.limit_keys[kind]],
-                    [repr(units), repr(limit.per_minute), int(self.burst_s * 1000)],
-                )
-            except CoordinationDown as exc:
-                self._down(exc, in_call=False)
-
-        coord.spawn(push())
+        self.coordination.defer_adjust(kind, units, limit.per_minute, self.burst_s)
 
     def give_back_output(self, unused_tokens: int) -> None:
         super().give_back_output(unused_tokens)

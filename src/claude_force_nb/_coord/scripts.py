@@ -1,5 +1,8 @@
 """The Lua scripts of the coordination store: one script per decision, so each decision is atomic.
 
+A call costs one round trip: STEP carries what this client deferred since its last trip (settles, rate
+give-backs), the attempt's reservation and its rate booking, and answers all of them at once.
+
 Every script of a scope touches only keys tagged `{scope}`, so they share one hash slot (a Redis Cluster can
 run them later), and every script reads the time from the Redis server (`TIME`), never from a client: the
 clients' clocks may disagree, the server's is one. Times are milliseconds; amounts are dollars, stored as
@@ -26,7 +29,7 @@ client has had a heartbeat's chance to add its share before money is reserved ag
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "ADJUST", "JOIN", "LEARNED", "PAUSE", "REPORT", "RESERVE", "SETTLE", "SPEND"]
+__all__ = ["JOIN", "LEARNED", "PAUSE", "REPORT", "SPEND", "STEP"]
 
 _PREAMBLE = """
 local LEDGER, HOLDS, LEASES, OWNERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -64,57 +67,6 @@ local function figures()
   return {tostring(num(spent)), tostring(num(held))}
 end
 """
-
-RESERVE = (
-    _PREAMBLE
-    + """
--- ARGV: known epoch, owner, lease id, amount, limit ('' = none), lease ms
-local epoch = redis.call('HGET', LEDGER, 'epoch')
-if not epoch or epoch ~= ARGV[1] then return {'epoch', epoch or ''} end
-local now = now_ms()
-local rebuild = num(redis.call('HGET', LEDGER, 'rebuild_until'))
-if now < rebuild then return {'rebuilding', tostring(rebuild - now)} end
-reap(now)
-local f = figures()
-local spent, held, amount = tonumber(f[1]), tonumber(f[2]), tonumber(ARGV[4])
-if ARGV[5] ~= '' then
-  local limit = tonumber(ARGV[5])
-  redis.call('HSET', LEDGER, 'limit', ARGV[5])
-  if spent + amount > limit + 1e-12 then return {'refuse', f[1], f[2]} end
-  if spent + held + amount > limit + 1e-12 then return {'wait', f[1], f[2]} end
-end
-redis.call('HSET', HOLDS, ARGV[3], ARGV[4] .. '|' .. ARGV[2])
-redis.call('ZADD', LEASES, now + tonumber(ARGV[6]), ARGV[3])
-redis.call('HINCRBYFLOAT', LEDGER, 'held', amount)
-add(ARGV[2], 'held', amount)
-return {'ok', f[1], tostring(held + amount)}
-"""
-)
-
-SETTLE = (
-    _PREAMBLE
-    + """
--- ARGV: known epoch, lease id, actual cost
-local epoch = redis.call('HGET', LEDGER, 'epoch')
-if not epoch or epoch ~= ARGV[1] then return {'epoch', epoch or ''} end
-reap(now_ms())
-local v = redis.call('HGET', HOLDS, ARGV[2])
-if not v then
-  local f = figures()
-  return {'gone', f[1], f[2]}
-end
-local amount, owner = split(v)
-local actual = tonumber(ARGV[3])
-redis.call('HDEL', HOLDS, ARGV[2])
-redis.call('ZREM', LEASES, ARGV[2])
-redis.call('HINCRBYFLOAT', LEDGER, 'held', -amount)
-redis.call('HINCRBYFLOAT', LEDGER, 'spent', actual)
-add(owner, 'held', -amount)
-add(owner, 'spent', actual)
-local f = figures()
-return {'ok', f[1], f[2]}
-"""
-)
 
 SPEND = (
     _PREAMBLE
@@ -182,6 +134,118 @@ return {redis.call('HGETALL', LEDGER), redis.call('HGETALL', OWNERS)}
 """
 )
 
+STEP = (
+    _PREAMBLE
+    + """
+-- One round trip per decision: what this client deferred (settles, rate give-backs), then at most one
+-- reservation, then at most one rate booking (only if the reservation was granted or none was asked).
+-- KEYS: ledger, holds, leases, owners, pause, then the GCRA keys of requests, input and output tokens.
+-- ARGV[1]: these fields joined by '|' (one argument to encode and send, not dozens; no field holds a '|'):
+--   epoch, owner, lease ms, the booking's burst ms,
+--   n settles, then n x (lease id, cost),
+--   n adjusts, then n x (limit 1-3, units (> 0 charge, < 0 give back), per minute, burst ms),
+--   the reservation: lease id ('' = none), amount, limit ('' = none),
+--   n limits to book (-1 = no booking; 0 = only the pause), then n x (limit 1-3, cost, per minute).
+-- Returns 'status|spent|held|ms|gone,...': status 'ok' (ms = the wait the booking asks), 'wait', 'refuse',
+-- 'rebuilding' (ms = the rest of the window) or 'epoch' (the ledger was lost or replaced: nothing of the
+-- budget was applied; join, then ask again; a booking without a reservation is still made, and its wait is
+-- in ms); `gone` lists settled leases that had lapsed first.
+local packed = ARGV[1]
+local ARGV = {}
+for field in string.gmatch(packed .. '|', '([^|]*)|') do table.insert(ARGV, field) end
+local t = redis.call('TIME')
+local now_f = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = math.floor(now_f)
+local PAUSE = KEYS[5]
+local burst = tonumber(ARGV[4])
+local function rate_store(key, tat)
+  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now_f)) + 60000)
+end
+local function tat_of(key) return tonumber(redis.call('GET', key) or 0) or 0 end
+local i = 5
+local settles = {}
+for _ = 1, tonumber(ARGV[i]) do
+  table.insert(settles, {ARGV[i + 1], tonumber(ARGV[i + 2])})
+  i = i + 2
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do  -- rate corrections do not depend on the ledger: applied first, always
+  local key, units, per_minute = KEYS[5 + tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local floor = now_f - tonumber(ARGV[i + 4])  -- no credit beyond the limit's burst
+  rate_store(key, math.max(math.max(tat_of(key), floor) + units * 60000 / per_minute, floor))
+  i = i + 4
+end
+i = i + 1
+local lease, amount_s, limit = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local amount = tonumber(amount_s)
+i = i + 3
+local status, ms, gone = 'ok', 0, {}
+local epoch = redis.call('HGET', LEDGER, 'epoch')
+if (#settles > 0 or lease ~= '') and (not epoch or epoch ~= ARGV[1]) then
+  -- the ledger was lost or replaced: apply nothing of the budget (the client's join carries its settles)
+  if lease ~= '' then return 'epoch|0|0|0|' end
+  status = 'epoch'
+elseif #settles > 0 or lease ~= '' then
+  reap(now)
+  for _, s in ipairs(settles) do
+    local v = redis.call('HGET', HOLDS, s[1])
+    if v then
+      local held, owner = split(v)
+      redis.call('HDEL', HOLDS, s[1])
+      redis.call('ZREM', LEASES, s[1])
+      redis.call('HINCRBYFLOAT', LEDGER, 'held', -held)
+      redis.call('HINCRBYFLOAT', LEDGER, 'spent', s[2])
+      add(owner, 'held', -held)
+      add(owner, 'spent', s[2])
+    else
+      table.insert(gone, s[1])
+    end
+  end
+  if lease ~= '' then
+    local rebuild = num(redis.call('HGET', LEDGER, 'rebuild_until'))
+    local f = figures()
+    local spent, held = tonumber(f[1]), tonumber(f[2])
+    if now < rebuild then
+      status, ms = 'rebuilding', rebuild - now
+    elseif limit ~= '' then
+      redis.call('HSET', LEDGER, 'limit', limit)
+      if spent + amount > tonumber(limit) + 1e-12 then
+        status = 'refuse'
+      elseif spent + held + amount > tonumber(limit) + 1e-12 then
+        status = 'wait'
+      end
+    end
+    if status == 'ok' then
+      redis.call('HSET', HOLDS, lease, amount_s .. '|' .. ARGV[2])
+      redis.call('ZADD', LEASES, now + tonumber(ARGV[3]), lease)
+      redis.call('HINCRBYFLOAT', LEDGER, 'held', amount)
+      add(ARGV[2], 'held', amount)
+    end
+  end
+end
+local n = tonumber(ARGV[i])
+if (status == 'ok' or status == 'epoch') and n >= 0 then
+  -- GCRA: book every limit's share for the earliest moment all of them (and the pause) allow it
+  local go = math.max(now_f, tonumber(redis.call('GET', PAUSE) or 0) or 0)
+  local keys, tats, spans = {}, {}, {}
+  for j = 1, n do
+    local key = KEYS[5 + tonumber(ARGV[i + 1])]
+    local cost, per_minute = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+    local span = cost * 60000 / per_minute
+    local tat = tat_of(key)
+    keys[j], tats[j], spans[j] = key, tat, span
+    local allow = tat + span - math.max(burst, span)
+    if allow > go then go = allow end
+    i = i + 3
+  end
+  for j = 1, n do rate_store(keys[j], math.max(tats[j], go) + spans[j]) end
+  ms = go - now_f
+end
+local f = figures()
+return table.concat({status, f[1], f[2], string.format('%.3f', ms), table.concat(gone, ',')}, '|')
+"""
+)
+
 # -- rate limits ---------------------------------------------------------------------------------------------
 # KEYS[1] is the scope's pause (an absolute server time in ms); the others hold one GCRA theoretical arrival
 # time each (ms). See `_limits.SmoothLimit` for the arithmetic, which is the same.
@@ -195,40 +259,6 @@ local function store(key, tat, now)
   redis.call('SET', key, string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)) + 60000)
 end
 """
-
-ACQUIRE = (
-    _RATE_PREAMBLE
-    + """
--- KEYS: pause, then one key per limit. ARGV: burst ms, then cost / per-minute pairs (one per limit key).
--- Books every limit's share for the earliest moment all allow it; returns the wait in ms.
-local now = now_ms()
-local go = math.max(now, tonumber(redis.call('GET', KEYS[1]) or 0) or 0)
-local burst = tonumber(ARGV[1])
-local tats, spans = {}, {}
-for i = 2, #KEYS do
-  local cost, per_minute = tonumber(ARGV[2 * i - 2]), tonumber(ARGV[2 * i - 1])
-  local span = cost * 60000 / per_minute
-  local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
-  tats[i], spans[i] = tat, span
-  local allow = tat + span - math.max(burst, span)
-  if allow > go then go = allow end
-end
-for i = 2, #KEYS do store(KEYS[i], math.max(tats[i], go) + spans[i], now) end
-return string.format('%.3f', go - now)
-"""
-)
-
-ADJUST = (
-    _RATE_PREAMBLE
-    + """
--- KEYS: one limit. ARGV: units (> 0: charge more, < 0: give back), per minute, burst ms.
-local now = now_ms()
-local units, per_minute, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0) or 0, now - burst)
-store(KEYS[1], math.max(tat + units * 60000 / per_minute, now - burst), now)
-return 1
-"""
-)
 
 PAUSE = (
     _RATE_PREAMBLE

@@ -2,7 +2,9 @@
 
 `Coordination` is what an orchestrator gets for `coordination="redis://..."`: it validates the URL and the
 scope at construction (a one-line `ConfigError`), connects lazily on the running loop, gives every Redis call
-a short deadline, and keeps this client's *journal*: what this owner has spent and the holds it has open in
+a short deadline, sends each call's decisions in one round trip (`step`: the settles and rate give-backs
+deferred since the last trip ride along, or go within `defer_s` in one trip of their own), and keeps this
+client's *journal*: what this owner has spent and the holds it has open in
 the scope. The journal is what rebuilds a lost ledger (see `scripts`): a heartbeat every `heartbeat_s` renews
 the owner's leases and notices a vanished or replaced epoch, and then adds the journal to the new one.
 """
@@ -15,6 +17,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from .._exceptions import ConfigError
 from . import scripts
 
 __all__ = [
+    "DEFAULT_DEFER_S",
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_LEASE_S",
     "DEFAULT_REBUILD_WINDOW_S",
@@ -34,6 +38,7 @@ __all__ = [
     "Coordination",
     "CoordinationDown",
     "Journal",
+    "Step",
     "check_coordination",
     "check_scope",
 ]
@@ -48,6 +53,10 @@ DEFAULT_HEARTBEAT_S = 0.5
 """How often a client renews its leases and checks the ledger's epoch."""
 DEFAULT_REBUILD_WINDOW_S = 1.5
 """How long a new ledger refuses reservations, so every live client's heartbeat adds its journal first."""
+DEFAULT_DEFER_S = 0.005
+"""How long a settle or a rate give-back may wait to ride with the next call's round trip before it goes in
+a trip of its own (with everything else deferred meanwhile). Until it lands the ledger holds the worst case:
+it can over-count for that moment, never under-count."""
 DEFAULT_TIMEOUT_S = 1.0
 """The deadline of each Redis call (a healthy loopback call takes well under a millisecond; the margin
 is for a loaded machine and a first connection)."""
@@ -56,8 +65,28 @@ _SCOPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _OWNER = re.compile(r"[^|{}\s][^|{}]{0,99}")
 
 
+_LIMIT_INDEX = {"requests": 1, "input-tokens": 2, "output-tokens": 3}  # the rate keys' places in KEYS
+
+
 class CoordinationDown(Exception):
     """A Redis call failed or ran past its deadline."""
+
+
+@dataclass(slots=True)
+class _Settle:
+    lease: str
+    amount: float  # what the lease holds
+    cost: float  # what the call cost
+    epoch: str  # the ledger epoch the lease lives in
+
+
+@dataclass(slots=True)
+class Step:
+    """The answer to one round trip: the reservation's status ('ok' when none was asked) and `seconds`: the
+    wait the rate booking asks ('ok'), or what is left of a rebuild window ('rebuilding')."""
+
+    status: str
+    seconds: float = 0.0
 
 
 def check_coordination(url: str, scope: str, failure: str | None = None) -> None:
@@ -128,6 +157,7 @@ class Coordination:
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         rebuild_window_s: float = DEFAULT_REBUILD_WINDOW_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        defer_s: float = DEFAULT_DEFER_S,
     ) -> None:
         check_coordination(url, scope, failure)
         owner = default_owner() if owner is None else owner
@@ -143,6 +173,7 @@ class Coordination:
         self.heartbeat_s = heartbeat_s
         self.rebuild_window_s = rebuild_window_s
         self.timeout_s = timeout_s
+        self.defer_s = defer_s
         self.epoch = ""  # the ledger epoch this client has joined ('' = none yet)
         self.journal = Journal()
         self.spent_usd = 0.0  # the shared figures, as of the last reply
@@ -151,9 +182,11 @@ class Coordination:
         self.budget_keys = [prefix + name for name in ("ledger", "holds", "leases", "owners")]
         self.pause_key = prefix + "pause"
         self.learned_key = prefix + "learned"
-        self.limit_keys = {
-            kind: f"{prefix}rate:{kind}" for kind in ("requests", "input-tokens", "output-tokens")
-        }
+        self.limit_keys = {kind: f"{prefix}rate:{kind}" for kind in _LIMIT_INDEX}
+        self.step_keys = [*self.budget_keys, self.pause_key, *self.limit_keys.values()]
+        self._settles: list[_Settle] = []  # deferred: they ride with the next round trip
+        self._adjusts: list[Any] = []  # deferred rate corrections, as STEP's arguments
+        self._push_at: asyncio.TimerHandle | None = None
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,21 +219,12 @@ class Coordination:
         )
         self._scripts = {
             name: self._client.register_script(getattr(scripts, name))
-            for name in (
-                "RESERVE",
-                "SETTLE",
-                "SPEND",
-                "JOIN",
-                "REPORT",
-                "ACQUIRE",
-                "ADJUST",
-                "PAUSE",
-                "LEARNED",
-            )
+            for name in ("STEP", "SPEND", "JOIN", "REPORT", "PAUSE", "LEARNED")
         }
         self._changed = asyncio.Event()
         self._join_lock = asyncio.Lock()
         self._heartbeat = None
+        self._push_at = None
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script under the deadline; CoordinationDown if Redis fails or is late."""
@@ -211,9 +235,10 @@ class Coordination:
         self._connect()
         for attempt in (1, 2):
             try:
-                return await asyncio.wait_for(
-                    self._scripts[script](keys=list(keys), args=list(args)), self.timeout_s
-                )
+                if sys.version_info >= (3, 11):  # the deadline in this task: no wrapper task per call
+                    async with asyncio.timeout(self.timeout_s):
+                        return await self._scripts[script](keys=keys, args=args)
+                return await asyncio.wait_for(self._scripts[script](keys=keys, args=args), self.timeout_s)
             except (redis.ConnectionError, ConnectionError) as exc:
                 # A pooled connection to a server that restarted fails once; a fresh one may work.
                 if attempt == 2:
@@ -249,6 +274,103 @@ class Coordination:
         event.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), seconds)
+
+    # -- one round trip per call ---------------------------------------------------------------------------
+
+    def defer_settle(self, lease: str, amount: float, cost: float, epoch: str) -> None:
+        """Settle a lease at `cost` with the next round trip (or within `defer_s`)."""
+        self._settles.append(_Settle(lease, amount, cost, epoch))
+        self._defer()
+
+    def defer_adjust(self, kind: str, units: float, per_minute: float, burst_s: float) -> None:
+        """Charge (`units` > 0) or give back (< 0) a limit's units with the next round trip."""
+        self._adjusts += [_LIMIT_INDEX[kind], repr(units), repr(per_minute), int(burst_s * 1000)]
+        self._defer()
+
+    def _defer(self) -> None:
+        if self._push_at is None and not self.closed:
+            self._connect()
+            assert self._loop is not None
+            self._push_at = self._loop.call_later(self.defer_s, self._push_due)
+
+    def _push_due(self) -> None:
+        self._push_at = None
+        if self._settles or self._adjusts:
+            self.spawn(self._push())
+
+    async def _push(self) -> None:
+        """A round trip of its own for what was deferred (no call came along to carry it)."""
+        with contextlib.suppress(CoordinationDown):
+            if (await self.step()).status == "epoch":
+                await self.join()  # the journal (which has the settled costs) goes to the new ledger
+
+    async def step(
+        self,
+        *,
+        reserve: tuple[str, float, float | None] | None = None,
+        book: Sequence[tuple[str, float, float]] | None = None,
+        burst_s: float = 0.0,
+    ) -> Step:
+        """One round trip: the deferred settles and corrections, then `reserve` (lease id, amount, limit),
+        then, if that was granted (or none was asked), `book` (kind, cost, per minute) on the rate limits.
+
+        A failure raises CoordinationDown; the settles it carried are then counted in the journal as their
+        leases will be in the ledger, at their worst case (see `_lost`).
+        """
+        self._connect()
+        settles, self._settles = self._settles, []
+        adjusts, self._adjusts = self._adjusts, []
+        if self._push_at is not None:
+            self._push_at.cancel()
+            self._push_at = None
+        # A settle from an older epoch is in the journal the join carried to the current one: drop it.
+        settles = [s for s in settles if s.epoch == self.epoch]
+        args: list[Any] = [self.epoch, self.owner, int(self.lease_s * 1000), int(burst_s * 1000)]
+        args.append(len(settles))
+        for s in settles:
+            args += [s.lease, repr(s.cost)]
+        args += [len(adjusts) // 4, *adjusts]
+        if reserve is None:
+            args += ["", "0", ""]
+        else:
+            lease, amount, limit = reserve
+            args += [lease, repr(amount), "" if limit is None else repr(limit)]
+        if book is None:
+            args.append(-1)
+        else:
+            args.append(len(book))
+            for kind, cost, per_minute in book:
+                args += [_LIMIT_INDEX[kind], repr(cost), repr(per_minute)]
+        try:
+            reply = _text(await self.run("STEP", self.step_keys, ["|".join(map(str, args))]))
+        except CoordinationDown as exc:
+            self._lost(settles, exc)
+            raise
+        status, spent, held, ms, gone = reply.split("|")
+        if status != "epoch":  # (on 'epoch' nothing of the budget was applied, and the caller joins)
+            self.spent_usd, self.held_usd = float(spent), max(float(held), 0.0)
+            if gone:
+                lapsed = set(gone.split(","))
+                for s in settles:
+                    if s.lease in lapsed:  # its lease lapsed first: the ledger counted the whole worst case
+                        self.journal.spent += s.amount - s.cost
+        if settles:
+            self.wake()
+        return Step(status, float(ms) / 1000)
+
+    def _lost(self, settles: list[_Settle], exc: CoordinationDown) -> None:
+        """Settles that did not reach the ledger: their leases will lapse and be counted as spent at their
+        worst case, so the journal counts the same."""
+        if not settles:
+            return
+        for s in settles:
+            self.journal.spent += s.amount - s.cost
+        self.warn_once(
+            "settle",
+            f"settles could not reach the shared ledger at {self.where} ({exc}); their holds will be "
+            "counted as spent at their worst case when their leases lapse",
+        )
+        self.wake()
 
     # -- the ledger's epoch and the heartbeat ---------------------------------------------------------------
 
@@ -322,7 +444,9 @@ class Coordination:
         return ledger, owners
 
     async def flush(self) -> None:
-        """Wait (briefly) for this client's background pushes (settles, give-backs) to land."""
+        """Push what is deferred now, and wait (briefly) for this client's background pushes to land."""
+        if (self._settles or self._adjusts) and not self.closed:
+            await self._push()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=max(self.timeout_s * 4, 1.0))
 
@@ -333,6 +457,9 @@ class Coordination:
             with contextlib.suppress(CoordinationDown):
                 await self.join()
         self.closed = True
+        if self._push_at is not None:
+            self._push_at.cancel()
+            self._push_at = None
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(BaseException):

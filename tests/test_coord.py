@@ -410,3 +410,35 @@ async def test_a_coordinated_call_makes_one_round_trip_to_redis(
         assert float(server.hget(ledger_key, "held")) == pytest.approx(0.0, abs=1e-12)
         assert float(server.hget(ledger_key, "spent")) == pytest.approx(referee_spend(sim))
     server.close()
+
+
+async def test_a_batch_hold_outlives_its_submitter_and_is_settled_once_by_the_collector(
+    sim: Simulator, redis_url: str
+) -> None:
+    """A Message Batch runs on the API whether or not the process that sent it lives, so its items' holds
+    keep their place on the shared ledger after the submitter stops renewing its leases (they are not settled
+    as spent at their worst case), and a fresh process that collects the job settles those same holds: the
+    ledger's spend is what the simulator counted, once, and nothing stays held."""
+    from .test_batch import POLL, calls, referee_cost
+
+    define_agent("a", "Answer briefly.")
+    scope = fresh_scope()
+    fast = {"lease_s": 0.4, "heartbeat_s": 0.1, "rebuild_window_s": 0.2}
+    submitter = Coordination(redis_url, scope=scope, owner="submitter", **fast)
+    async with make_orchestrator(sim, coordination=submitter, model=MODEL, budget_usd=5.0) as orch:
+        job = await orch.submit_batch(calls(4))
+        batch_id = job.batch_ids[0]
+        await submitter.flush()
+    await submitter.aclose()  # the kernel is gone: nothing renews its leases any more
+    await asyncio.sleep(1.0)  # more than twice the lease
+    async with shared(sim, redis_url, scope, "collector", budget_usd=5.0) as collector:
+        assert isinstance(collector.budget, SharedBudget)
+        before = await collector.budget.breakdown()
+        assert before["spent_usd"] == 0.0 and before["held_usd"] > 0
+        assert before["owners"]["submitter"]["lapsed"] == 0.0
+        job = await collector.resume_batch(batch_id)
+        results = await job.wait(poll_interval=POLL)
+        assert all(r.success for r in results)
+        after = await collector.budget.breakdown()
+    assert after["spent_usd"] == pytest.approx(referee_cost(sim, MODEL))
+    assert after["held_usd"] == pytest.approx(0.0, abs=1e-12)

@@ -3,10 +3,10 @@
 Every batch job is written here before its first batch is sent and updated as batches are added (splits,
 resubmissions) and as the job is collected, whether or not the run log itself is persisted. It holds what a
 fresh process needs to collect a job after a kernel restart: the API batch ids, and per item its input index,
-`custom_id`, agent, task and the request itself (in the cache key's canonical form, so the answer is stored
-under the same key an interactive call would use). It also holds the job's *key* (the hash of its requests in
-input order and the endpoint), so re-running a cell while its job is still open finds that job instead of
-paying for the same batch twice.
+`custom_id`, agent, task, its hold on a shared budget's ledger (lease id and amount, if any) and the request
+itself (in the cache key's canonical form, so the answer is stored under the same key an interactive call
+would use). It also holds the job's *key* (the hash of its requests in input order and the endpoint), so
+re-running a cell while its job is still open finds that job instead of paying for the same batch twice.
 
 The file holds prompts, like the response cache: it is created owner-only. Each method opens its own short
 connection, so the registry is safe from any thread and across processes (SQLite's own locking).
@@ -56,12 +56,20 @@ CREATE TABLE IF NOT EXISTS items (
     request TEXT NOT NULL,
     PRIMARY KEY (job_id, idx)
 );
+CREATE TABLE IF NOT EXISTS leases (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    lease TEXT NOT NULL,
+    amount REAL NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
 """
 
 
 @dataclass(frozen=True, slots=True)
 class RegisteredItem:
-    """One item of a job as the registry holds it (`request` is the cache key's canonical JSON)."""
+    """One item of a job as the registry holds it (`request` is the cache key's canonical JSON; `lease` and
+    `held` name the item's reservation on a shared budget's ledger, so any process can settle it)."""
 
     index: int
     custom_id: str
@@ -70,6 +78,8 @@ class RegisteredItem:
     task: str
     cache_key: str
     request: str
+    lease: str | None = None
+    held: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +138,10 @@ class BatchRegistry:
                     (job_id, i.index, i.custom_id, i.batch_id, i.agent, i.task, i.cache_key, i.request)
                     for i in items
                 ],
+            )
+            db.executemany(
+                "INSERT INTO leases VALUES (?, ?, ?, ?)",
+                [(job_id, i.index, i.lease, i.held) for i in items if i.lease is not None],
             )
             db.execute("COMMIT")
 
@@ -188,7 +202,8 @@ class BatchRegistry:
     def items(self, job_id: str) -> list[RegisteredItem]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT idx, custom_id, batch_id, agent, task, cache_key, request FROM items "
+                "SELECT idx, custom_id, batch_id, agent, task, cache_key, request, lease, "
+                "coalesce(amount, 0.0) FROM items LEFT JOIN leases USING (job_id, idx) "
                 "WHERE job_id = ? ORDER BY idx",
                 (job_id,),
             ).fetchall()

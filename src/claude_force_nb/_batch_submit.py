@@ -7,6 +7,7 @@ docstring for the whole flow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -48,6 +49,13 @@ if TYPE_CHECKING:
 __all__ = ["batch_status", "cancel_job", "list_jobs", "resume_batch", "submit_batch"]
 
 log = logging.getLogger("claude_force_nb")
+
+
+BATCH_LEASE_S = 25 * 3600.0
+"""How long a batch item's hold on a shared ledger lasts: a batch ends within 24 hours (the API expires it
+then), plus an hour's margin. The lease is fixed, not renewed by the submitting process, because the batch
+runs on whether or not that process does; whichever process collects the job settles the holds by their
+lease ids (kept in the registry). A hold nobody settles by then counts as spent at its worst case."""
 
 
 def _new_record(orch: AsyncAgentOrchestrator, call: CallSpec, request: MessageRequest) -> RunRecord:
@@ -130,7 +138,9 @@ async def _reserve_all(orch: AsyncAgentOrchestrator, items: Sequence[_Item]) -> 
         for item, amount in zip(items, worst, strict=True):
             for budget in (orch.budget, item.call.budget):
                 if budget is not None and budget.limit_usd is not None:
-                    reservation = await budget.reserve(amount, what=f"{item.call.agent} batch item")
+                    reservation = await budget.reserve(
+                        amount, what=f"{item.call.agent} batch item", lease_s=BATCH_LEASE_S
+                    )
                     item.held.append((budget, reservation))
     except BaseException:
         for item in items:
@@ -233,13 +243,28 @@ async def submit_batch(
             orch._finish(item.record, "refused")
             orch.events.emit("refused", item.record, error=exc)
         raise
+    from ._coord import SharedReservation
+
+    leases = {  # the items' holds on a shared ledger: whichever process collects the job settles them
+        item.index: (reservation.lease, reservation.amount)
+        for item in misses
+        for budget, reservation in item.held
+        if budget is orch.budget and isinstance(reservation, SharedReservation)
+    }
     registry.add_job(
         job.job_id,
         job_key=key,
         endpoint=endpoint,
         items=[
             RegisteredItem(
-                index, f"item-{index}", None, plan.call.agent, plan.call.task, cache_key, canonical.decode()
+                index,
+                f"item-{index}",
+                None,
+                plan.call.agent,
+                plan.call.task,
+                cache_key,
+                canonical.decode(),
+                *leases.get(index, (None, 0.0)),
             )
             for index, plan, cache_key, canonical in keyed
         ],
@@ -256,6 +281,7 @@ async def resume_batch(
 ) -> BatchJob:
     """A job rebuilt from the registry (by its job id or any of its batch ids), ready to `wait()`."""
     from ._cache.key import request_from_semantic
+    from ._coord import CoordinationDown, SharedBudget, SharedReservation
 
     registry = _registry(orch, registry)
     found: RegisteredJob | None = registry.find(batch_id)
@@ -282,6 +308,15 @@ async def resume_batch(
     )
     job._batch_ids = list(found.batch_ids)
     orch._batch_jobs[job.job_id] = job
+    budget = orch.budget
+    shared = isinstance(budget, SharedBudget)
+    if isinstance(budget, SharedBudget):
+        # Join the ledger first, so the holds this job's submitter left are settled in the ledger's epoch.
+        # (Redis down: they are settled once it answers; at worst a hold also lapses, counted twice, never
+        # under-counted.)
+        budget.coordination.start()
+        with contextlib.suppress(CoordinationDown):
+            await budget.coordination.join()
     for entry in registry.items(found.job_id):
         request = request_from_semantic(json.loads(entry.request))
         call = CallSpec(agent=entry.agent, task=entry.task)
@@ -297,6 +332,9 @@ async def resume_batch(
         item.batch_id = item.record.batch_id = entry.batch_id
         item.sends = 1
         item.record.status = "running"
+        if entry.lease is not None and shared:
+            # its hold on the shared ledger, whoever reserved it: settling it there counts the cost once
+            item.held.append((orch.budget, SharedReservation(entry.held, entry.lease)))
         job._pending.setdefault(entry.batch_id, {})[item.custom_id] = item
     waiting_indexes = {item.index for waiting in job._pending.values() for item in waiting.values()}
     for index, result in enumerate(job._results):
@@ -304,10 +342,10 @@ async def resume_batch(
             job._set(
                 index, AgentResult(agent_name="?", success=False, status="invalid", errors=["not submitted"])
             )
-    # Costs settle straight into the budget: the process that sent the job reserved them, not this one.
+    # Other costs settle straight into the budget: the process that sent the job reserved them, not this one.
     for waiting in job._pending.values():
         for item in waiting.values():
-            if orch.budget.limit_usd is not None:
+            if orch.budget.limit_usd is not None and not item.held:
                 item.held.append((orch.budget, Reservation(0.0)))
     try:
         await job.status()

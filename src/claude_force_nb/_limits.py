@@ -146,11 +146,13 @@ class Budget:
         what: str,
         priority: tuple[int, ...] = (0,),
         pace: Pace | None = None,
+        lease_s: float | None = None,
     ) -> Reservation:
         """Hold `worst_case_usd` for a call, waiting while it would fit only once holds settle.
 
         `pace` is the attempt's rate booking, which a shared budget makes in the same round trip; an
-        in-process one leaves it to `pace.wait()`.
+        in-process one leaves it to `pace.wait()`. `lease_s` matters to a shared budget only (see
+        `SharedBudget.reserve`).
 
         Raises BudgetExceededError, holding nothing, when it cannot fit even if every hold settled at zero
         (at once, or later if money spent while it waited makes it so). Cancelling the wait holds nothing.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from typing import Any
 
@@ -89,9 +90,12 @@ class SharedBudget(Budget):
         what: str,
         priority: tuple[int, ...] = (0,),
         pace: Pace | None = None,
+        lease_s: float | None = None,
     ) -> Reservation:
         """Hold `worst_case_usd` on the shared ledger (see `Budget.reserve`). With a `pace` whose limiter
-        paces on the same store, the attempt's rate booking rides in the same round trip."""
+        paces on the same store, the attempt's rate booking rides in the same round trip. `lease_s` fixes the
+        lease's length instead of renewing it while this process lives (a batch item: the batch runs on
+        whether or not this process does, and any process may settle it by its lease id)."""
         limit = self.limit_usd
         if math.isnan(worst_case_usd):
             if limit is not None:
@@ -118,6 +122,7 @@ class SharedBudget(Budget):
                         reserve=(lease, worst_case_usd, limit),
                         book=book,
                         burst_s=limiter.burst_s if limiter is not None else 0.0,
+                        lease_s=lease_s,
                     )
                 except CoordinationDown as exc:
                     return await self._unreachable(worst_case_usd, what, exc)
@@ -134,6 +139,8 @@ class SharedBudget(Budget):
                     continue
                 if step.status == "ok":
                     coord.journal.holds[lease] = (worst_case_usd, coord.epoch)
+                    if lease_s is not None:
+                        coord.journal.until[lease] = time.time() + lease_s
                     if book is not None and pace is not None:
                         pace.booked_wait_s = step.seconds
                     return SharedReservation(worst_case_usd, lease)
@@ -181,7 +188,10 @@ class SharedBudget(Budget):
             coord.journal.unsynced += cost
             return
         reservation.open = False
+        # a lease this process does not hold (a batch item another process reserved) settles in the epoch
+        # this process has joined
         _, epoch = coord.journal.holds.pop(reservation.lease, (reservation.amount, coord.epoch))
+        coord.journal.until.pop(reservation.lease, None)
         coord.journal.spent += cost
         coord.held_usd = max(coord.held_usd - reservation.amount, 0.0)
         coord.spent_usd += cost

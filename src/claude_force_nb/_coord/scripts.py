@@ -84,18 +84,19 @@ return {'ok', f[1], f[2]}
 JOIN = (
     _PREAMBLE
     + """
--- The heartbeat. ARGV: known epoch, a new epoch id (used if there is none), owner, lease ms,
--- rebuild window ms, the owner's journal: spent, then lease id / amount pairs of its open holds.
+-- The heartbeat. ARGV: known epoch, a new epoch id (used if there is none), owner, lease ms (unused),
+-- rebuild window ms, the owner's journal: spent, then lease id / amount / ms triples of its open holds (ms:
+-- how long from now the lease should last: a renewed lease's length, or what is left of a fixed one).
 -- Same epoch: renew the owner's leases. No or another epoch: add the journal to it (creating it if needed).
 local now = now_ms()
 local epoch = redis.call('HGET', LEDGER, 'epoch')
-local owner, lease = ARGV[3], tonumber(ARGV[4])
+local owner = ARGV[3]
 if epoch and epoch == ARGV[1] then
   reap(now)
   local lapsed = {}
-  for i = 7, #ARGV, 2 do
+  for i = 7, #ARGV, 3 do
     if redis.call('HEXISTS', HOLDS, ARGV[i]) == 1 then
-      redis.call('ZADD', LEASES, 'XX', now + lease, ARGV[i])
+      redis.call('ZADD', LEASES, 'XX', now + tonumber(ARGV[i + 2]), ARGV[i])
     else
       table.insert(lapsed, ARGV[i])
     end
@@ -114,10 +115,10 @@ if spent ~= 0 then
   redis.call('HINCRBYFLOAT', LEDGER, 'spent', spent)
   add(owner, 'spent', spent)
 end
-for i = 7, #ARGV, 2 do
+for i = 7, #ARGV, 3 do
   local amount = tonumber(ARGV[i + 1])
   redis.call('HSET', HOLDS, ARGV[i], ARGV[i + 1] .. '|' .. owner)
-  redis.call('ZADD', LEASES, now + lease, ARGV[i])
+  redis.call('ZADD', LEASES, now + tonumber(ARGV[i + 2]), ARGV[i])
   redis.call('HINCRBYFLOAT', LEDGER, 'held', amount)
   add(owner, 'held', amount)
 end

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -129,13 +130,24 @@ class Journal:
     """What this client knows it spent and holds in the scope: enough to rebuild a lost ledger.
 
     `spent` is every dollar this owner has put in the ledger (or would have, while it was unreachable);
-    `holds` maps open lease ids to (amount, the epoch the lease lives in); `unsynced` is spend made against a
-    local ledger while Redis was down (coordination_failure='open'), added to the shared one when it is back.
+    `holds` maps open lease ids to (amount, the epoch the lease lives in); `until` gives the wall-clock expiry
+    of the holds whose lease is fixed instead of renewed by the heartbeat (a Message Batch's items: the
+    batch runs on the API whether or not this process lives); `unsynced` is spend made against a local
+    ledger while Redis was down (coordination_failure='open'), added to the shared one when it is back.
     """
 
     spent: float = 0.0
     holds: dict[str, tuple[float, str]] = field(default_factory=dict)
+    until: dict[str, float] = field(default_factory=dict)
     unsynced: float = 0.0
+
+    def lease_ms(self, lease: str, renewed_s: float) -> int:
+        """How long the ledger should hold `lease` from now: a renewed lease's length, or what is left of a
+        fixed one."""
+        until = self.until.get(lease)
+        if until is None:
+            return int(renewed_s * 1000)
+        return max(int((until - time.time()) * 1000), 1)
 
 
 class Coordination:
@@ -310,9 +322,11 @@ class Coordination:
         reserve: tuple[str, float, float | None] | None = None,
         book: Sequence[tuple[str, float, float]] | None = None,
         burst_s: float = 0.0,
+        lease_s: float | None = None,
     ) -> Step:
         """One round trip: the deferred settles and corrections, then `reserve` (lease id, amount, limit),
         then, if that was granted (or none was asked), `book` (kind, cost, per minute) on the rate limits.
+        The reservation's lease lasts `lease_s` (default: the renewed lease's length).
 
         A failure raises CoordinationDown; the settles it carried are then counted in the journal as their
         leases will be in the ledger, at their worst case (see `_lost`).
@@ -325,7 +339,8 @@ class Coordination:
             self._push_at = None
         # A settle from an older epoch is in the journal the join carried to the current one: drop it.
         settles = [s for s in settles if s.epoch == self.epoch]
-        args: list[Any] = [self.epoch, self.owner, int(self.lease_s * 1000), int(burst_s * 1000)]
+        lease_ms = int((self.lease_s if lease_s is None else lease_s) * 1000)
+        args: list[Any] = [self.epoch, self.owner, lease_ms, int(burst_s * 1000)]
         args.append(len(settles))
         for s in settles:
             args += [s.lease, repr(s.cost)]
@@ -399,7 +414,7 @@ class Coordination:
                 repr(journal.spent),
             ]
             for lease, amount in holds:
-                args += [lease, repr(amount)]
+                args += [lease, repr(amount), journal.lease_ms(lease, self.lease_s)]
             reply = await self.run("JOIN", self.budget_keys, args)
             status, epoch = _text(reply[0]), _text(reply[1])
             self.spent_usd, self.held_usd = float(reply[2]), max(float(reply[3]), 0.0)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import warnings
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from claude_force_nb import (
     Usage,
     define_agent,
 )
+from claude_force_nb._backends.anthropic import AnthropicBackend
 from claude_force_nb.sim import Fault, Simulator, serve
 
 from .conftest import FAST_RETRIES, make_orchestrator
@@ -507,6 +511,123 @@ async def test_a_call_cancelled_mid_stream_costs_what_the_budget_kept() -> None:
     assert finished.cost_usd > 0 and not finished.cost_is_estimate
     assert frame["cost_usd"].sum() == pytest.approx(orch.budget.spent_usd)
     assert orch.budget.reserved_usd == pytest.approx(0.0)
+
+
+class _CancelAbsorbingTransport:
+    """A real HTTP transport to the simulator whose response bodies absorb a cancellation, as some transports'
+    close paths do (aiohttp's swallow a CancelledError, always on Python 3.10): a read cancelled mid-body ends
+    the body (`ends`) or fails it as a lost connection (`read_error`) instead of raising CancelledError."""
+
+    def __init__(self, how: str) -> None:
+        import httpx2
+
+        self._inner = httpx2.AsyncHTTPTransport()
+        self._how = how
+        self.absorbed = 0
+
+    async def handle_async_request(self, request: Any) -> Any:
+        import httpx2
+
+        response = await self._inner.handle_async_request(request)
+        transport = self
+
+        class Body(httpx2.AsyncByteStream):
+            async def __aiter__(self) -> Any:
+                chunks = response.stream.__aiter__()
+                while True:
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    except asyncio.CancelledError:
+                        transport.absorbed += 1
+                        if transport._how == "read_error":
+                            raise httpx2.ReadError("connection closed mid-body") from None
+                        return
+                    yield chunk
+
+            async def aclose(self) -> None:
+                await response.aclose()
+
+        return httpx2.Response(
+            response.status_code, headers=response.headers, stream=Body(), extensions=response.extensions
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _cancel_mid_stream(start: Callable[..., Awaitable[Any]], deltas: int) -> None:
+    """Start a streamed call (`start(on_text=...)`), cancel it once `deltas` text deltas have arrived, and
+    expect it to end in CancelledError."""
+    reached = asyncio.Event()
+    seen = 0
+
+    def on_text(_: str) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= deltas:
+            reached.set()
+
+    call = asyncio.ensure_future(start(on_text=on_text))
+    waiter = asyncio.ensure_future(reached.wait())
+    await asyncio.wait([call, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    assert not call.done(), "the answer ended before the cancel: make it longer"
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
+@pytest.mark.parametrize("how", ["ends", "read_error"])
+async def test_a_stream_cut_short_by_its_own_cancellation_is_cancelled_not_failed(how: str) -> None:
+    """Cancel streamed calls mid-body at several points; the transport absorbs each cancellation (the body
+    ends early, or fails as a lost connection). Every call is still cancelled (raises CancelledError, its
+    row says "cancelled"), never a connection failure counted as failed, nor retried into a success."""
+    import httpx2
+
+    define_agent("a", "x")
+    transport = _CancelAbsorbingTransport(how)
+    points = [1, 2, 3, 5, 8, 13, 21, 34]
+    # Answers of at least 400 tokens (~130 deltas), paced, so every point is mid-body.
+    with serve(ttft_s=0.0, per_token_s=0.002, min_output_tokens=400) as slow:
+        backend = AnthropicBackend(
+            base_url=slow.base_url, api_key="test", http_client=httpx2.AsyncClient(transport=transport)
+        )
+        try:
+            async with make_orchestrator(slow, backend=backend) as orch:
+                for point in points:
+                    await _cancel_mid_stream(
+                        partial(orch.execute_agent, "a", f"stream {point}", max_tokens=1000), point
+                    )
+        finally:
+            await backend.aclose()
+    assert transport.absorbed == len(points)  # each cancel landed in a read, mid-body
+    assert [r.status for r in orch.runs] == ["cancelled"] * len(points)
+    assert all(r.attempts == 1 for r in orch.runs)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps no count of cancel requests")
+async def test_the_backend_alone_reports_an_absorbed_cancellation_as_one() -> None:
+    """Without the orchestrator, a stream whose cancellation the transport absorbed (the body just ends) still
+    raises CancelledError from `complete()`, not "the stream ended before message_stop"."""
+    import httpx2
+
+    from claude_force_nb._request import ChatMessage, MessageRequest
+
+    transport = _CancelAbsorbingTransport("ends")
+    request = MessageRequest(
+        model="claude-haiku-4-5", system="x", messages=(ChatMessage("user", "stream"),), max_tokens=1000
+    )
+    with serve(ttft_s=0.0, per_token_s=0.002, min_output_tokens=400) as slow:
+        backend = AnthropicBackend(
+            base_url=slow.base_url, api_key="test", http_client=httpx2.AsyncClient(transport=transport)
+        )
+        try:
+            await _cancel_mid_stream(partial(backend.complete, request), 3)
+        finally:
+            await backend.aclose()
+    assert transport.absorbed == 1
 
 
 async def test_timed_out_attempts_count_in_the_calls_cost(sim: Simulator) -> None:

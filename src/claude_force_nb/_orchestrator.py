@@ -38,7 +38,7 @@ from ._agents import (
     load_config,
     validate_agent_name,
 )
-from ._backends import Backend, TextCallback
+from ._backends import Backend, TextCallback, being_cancelled
 from ._calls import (
     CallSpec,
     Plan,
@@ -863,6 +863,11 @@ class AsyncAgentOrchestrator:
                         f"attempt {record.attempts} took longer than timeout_seconds={self.timeout_seconds:g}"
                     )
                 except BackendError as exc:
+                    if being_cancelled():
+                        # The attempt failed because this call is being cancelled (a transport that absorbed
+                        # the CancelledError reports a lost connection): a cancellation, not a failure to
+                        # record or retry.
+                        raise asyncio.CancelledError from exc
                     error = exc
                 else:
                     span.end = time.time()

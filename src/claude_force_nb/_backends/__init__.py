@@ -7,12 +7,13 @@ failure. `AnthropicBackend` is the real one (the `anthropic` SDK, against the AP
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from .._request import Completion, MessageRequest
 
-__all__ = ["Backend", "TextCallback"]
+__all__ = ["Backend", "TextCallback", "being_cancelled"]
 
 TextCallback = Callable[[str], None]
 
@@ -28,3 +29,18 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+def being_cancelled() -> bool:
+    """Whether the running task has been asked to cancel, even if the CancelledError never reached it.
+
+    Some transports absorb a cancellation that lands in a read (aiohttp's close paths swallow a
+    CancelledError; always on Python 3.10): the stream then ends early, or fails as a lost connection,
+    instead of raising. That is the call's own cancellation, not a connection failure to count as failed
+    or to retry. `Task.cancelling()` (Python 3.11+) still counts the request. Python 3.10 has no such count,
+    so this is False there; the orchestrator runs each attempt in its own task on 3.10 (`asyncio.wait_for`),
+    whose cancellation ends as CancelledError whatever the attempt's own task reported.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False

@@ -27,7 +27,7 @@ from .._exceptions import (
 )
 from .._request import Completion, MessageRequest, RateLimitSnapshot, Usage
 from .._retry import parse_retry_after
-from . import TextCallback
+from . import TextCallback, being_cancelled
 
 if TYPE_CHECKING:
     import anthropic
@@ -326,9 +326,9 @@ class AnthropicBackend:
             elif kind == "message_stop":
                 complete = True
         if not complete:
-            if _being_cancelled():
-                # The stream ended because this call is being cancelled (the panel's Cancel, an interrupt):
-                # that is a cancellation, not a connection failure to count as failed.
+            if being_cancelled():
+                # The stream ended because this call is being cancelled (the panel's Cancel, an interrupt)
+                # and the transport absorbed the CancelledError: a cancellation, not a connection failure.
                 raise asyncio.CancelledError
             raise ConnectionFailedError("the stream ended before message_stop", request_id=request_id)
         return Completion(
@@ -380,10 +380,3 @@ def _translate(exc: Exception) -> BackendError:
     if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
         return MalformedResponseError(f"could not parse the API's answer: {exc}")
     return BackendError(f"unexpected error from the SDK: {type(exc).__name__}: {exc}")
-
-
-def _being_cancelled() -> bool:
-    """Whether the running task has a cancellation pending (Python 3.11+; False where that is unknowable)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return bool(cancelling()) if cancelling is not None else False

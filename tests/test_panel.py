@@ -186,3 +186,53 @@ async def test_charts_and_the_cache_tab_refresh_as_calls_finish(
     assert panel.cache_stats.value.count("class='cfnb-entry'") == 3
     assert "Name one prime." in panel.cache_stats.value
     await _close(session)
+
+
+async def test_clicks_from_a_kernel_subshell_run_on_the_notebook_loop(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """JupyterLab sends widget messages on a kernel subshell, which ipykernel 7 handles in another thread
+    with its own event loop. Run and Cancel clicked there must still run the calls on the notebook's loop,
+    where the orchestrator and its connection pool live: on the subshell's loop, the pooled connections
+    failed ("attached to a different loop") and the calls were counted as failed."""
+    import threading
+
+    from claude_force_nb._panel import AgentPanel
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    session = NotebookSession(
+        settings=SessionSettings(config_path=str(write_claude_dir(tmp_path)), enable_cache=False),
+        announce=lambda _: None,
+    )
+    panel = AgentPanel(session)
+    panel.agents.value = tuple(sorted(session.orchestrator().agents)[:3])
+    panel.task.value = "Name one prime."
+    first = panel.run()
+    assert first is not None
+    await first  # on the notebook's loop: the connection pool now holds its connections
+
+    notebook_loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+    panel.run_button.observe(  # enabled again when a run ends, however it ends
+        lambda change: None if change["new"] else notebook_loop.call_soon_threadsafe(ended.set),
+        names="disabled",
+    )
+    subshell_loop = asyncio.new_event_loop()
+    subshell = threading.Thread(target=subshell_loop.run_forever, name="subshell", daemon=True)
+    subshell.start()
+    try:
+
+        async def click_run() -> None:
+            panel.run_button.click()
+
+        panel.task.value = "Name another prime."
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(click_run(), subshell_loop))
+        await asyncio.wait_for(ended.wait(), timeout=60)
+    finally:
+        subshell_loop.call_soon_threadsafe(subshell_loop.stop)
+        subshell.join(timeout=10)
+        subshell_loop.close()
+    assert panel._task is not None and panel._task.get_loop() is notebook_loop
+    second = [r for r in session.run_log if r.task == "Name another prime."]
+    assert [r.status for r in second] == ["succeeded"] * 3, [r.error for r in second]
+    await _close(session)

@@ -13,6 +13,10 @@ all share one loop and one connection pool.
   interrupt is re-raised for the caller to report.
 - `spawn(coro)`: schedule on the same loop and return the task at once (kept strongly referenced here until
   it ends, since the loop itself only keeps weak references).
+- `call_on(loop, fn)`: run `fn()` on `loop`, from whichever thread a callback arrives on. JupyterLab sends
+  widget messages on a kernel subshell, which ipykernel 7 handles in its own thread with its own event loop:
+  a button's callback run there would start calls on that loop, away from the orchestrator's connection
+  pool (whose connections then fail, "attached to a different loop") and from the tasks it would cancel.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["current_loop", "run_blocking", "spawn"]
+__all__ = ["call_on", "current_loop", "run_blocking", "spawn"]
 
 T = TypeVar("T")
 
@@ -84,6 +88,19 @@ def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     return task
+
+
+def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    """Run `fn()` on `loop`: at once if this thread runs `loop` (or nothing runs it), else handed to the
+    thread running it (`call_soon_threadsafe`), as for a widget callback arriving on a kernel subshell."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop or not loop.is_running():
+        fn()
+    else:
+        loop.call_soon_threadsafe(fn)
 
 
 def pending_tasks() -> int:

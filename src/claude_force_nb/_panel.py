@@ -27,7 +27,7 @@ from ._calls import CallSpec
 from ._display import BatchTable, Throttle, figure_png, format_cost, refresh_interval
 from ._events import RunEvent
 from ._limits import Budget
-from ._loop import spawn
+from ._loop import call_on, current_loop, spawn
 from ._panel_views import budget_gauge_html, cache_entries_html, call_detail_html, snapshot_html
 from ._records import RunRecord, new_run_id
 from ._results import AgentResult
@@ -111,9 +111,12 @@ class AgentPanel:
         )
         self.widget = w.VBox([controls, self.tabs])
         self.widget.add_class("cfnb-panel")
-        self.run_button.on_click(lambda _: self.run())
-        self.cancel_button.on_click(lambda _: self.cancel())
-        self.selected.observe(lambda _: self._show_detail(), names="value")
+        # The front end's clicks may arrive on another thread (a kernel subshell): the calls, their tasks
+        # and the orchestrator all live on the notebook's loop, so the callbacks run there.
+        self._loop = current_loop()
+        self.run_button.on_click(lambda _: call_on(self._loop, self.run))
+        self.cancel_button.on_click(lambda _: call_on(self._loop, self.cancel))
+        self.selected.observe(lambda _: call_on(self._loop, self._show_detail), names="value")
         self._task: asyncio.Task[list[AgentResult]] | None = None
         self._table: BatchTable | None = None
         self._throttle: Throttle | None = None

@@ -170,8 +170,9 @@ def _open_and_run_all(page: object, url: str) -> None:
 
 
 def test_dollar_amounts_are_never_typeset_as_maths(lab: str, tmp_path: Path) -> None:
-    """Answers, workflow summaries and live tables with several dollar amounts show no MathJax element;
-    `-f markdown+math` (the control) does typeset the answer, so the check can fail."""
+    """Answers, workflow summaries, live tables and the run log's frame (`%agent runs`, tasks with dollar
+    amounts) show no MathJax element; `-f markdown+math` (the control) does typeset the answer, so the check
+    can fail."""
     import nbformat
     from playwright.sync_api import expect, sync_playwright
 
@@ -182,7 +183,9 @@ def test_dollar_amounts_are_never_typeset_as_maths(lab: str, tmp_path: Path) -> 
         f"%%agent --workflow review\n{task}",
         f"%%agent code-reviewer,summarizer\n{task}",
         f"%%agent summarizer -f markdown+math\n{task}",
+        "%agent runs",
     ]
+    control = len(cells) - 2
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "notebooks" / "dollars.ipynb")
@@ -192,9 +195,12 @@ def test_dollar_amounts_are_never_typeset_as_maths(lab: str, tmp_path: Path) -> 
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         _open_and_run_all(page, lab.replace("01_quickstart.ipynb", "dollars.ipynb"))
         code_cells = page.locator(".jp-CodeCell")
-        last = code_cells.nth(len(cells) - 1).locator(".jp-OutputArea-output")
-        expect(last.locator("mjx-container").first).to_be_attached(timeout=120_000)  # the control typesets
-        for index in range(1, len(cells) - 1):
+        typeset = code_cells.nth(control).locator(".jp-OutputArea-output")
+        expect(typeset.locator("mjx-container").first).to_be_attached(timeout=120_000)  # the control typesets
+        runs = code_cells.nth(len(cells) - 1).locator(".jp-OutputArea-output")
+        expect(runs.locator("table")).to_contain_text("Is $5 more than $3?", timeout=60_000)
+        assert runs.locator("mjx-container, .MathJax, .katex").count() == 0, runs.inner_text()
+        for index in range(1, control):
             outputs = code_cells.nth(index).locator(".jp-OutputArea-output")
             expect(outputs.last).to_contain_text("cache hit rate", timeout=60_000)  # the run's summary line
             text = " ".join(outputs.all_inner_texts())

@@ -610,3 +610,40 @@ def test_provenance_is_the_outputs_metadata(shell: InteractiveShell, magics: Age
     assert [c["run_id"] for c in calls] == [r.run_id for r in run.results]
     assert all(c["model"] and c["cost_usd"] > 0 and c["cached"] is False for c in calls)
     assert metadata["claude_force_nb"]["batch_id"] == run.batch_id
+
+
+def test_frames_the_magic_shows_are_never_typeset_as_maths(
+    shell: InteractiveShell, magics: AgentMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every DataFrame the magic returns or displays (the run log, cache entries, models, `--inputs` results,
+    `%agent list`) renders HTML that MathJax skips, so a task or answer with `$` amounts stays text; each is
+    still a pandas DataFrame (so are the frames derived from it), and pandas' own option and any other frame
+    are untouched."""
+    from IPython.utils.capture import capture_output
+
+    shell.user_ns["df"] = pd.DataFrame({"item": ["a $5 lamp", "a $7 chair"]})
+    cell(shell, "rows << code-reviewer --inputs df --quiet", "Is {{item}} worth $6?")
+    frames = {
+        "inputs": shell.user_ns["rows"],
+        "runs": shell.run_line_magic("agent", "runs"),
+        "runs last": shell.run_line_magic("agent", "runs last"),
+        "cache info": shell.run_line_magic("agent", "cache info"),
+        "stats": shell.run_line_magic("agent", "stats"),
+        "models": shell.run_line_magic("agent", "models"),
+    }
+    frames["derived"] = frames["runs"][frames["runs"]["status"] == "succeeded"].head()
+    html_formatter = shell.display_formatter.formatters["text/html"]
+    monkeypatch.setattr(html_formatter, "enabled", True)  # the test shell formats text/plain only
+    monkeypatch.setattr(shell.display_formatter, "active_types", ["text/plain", "text/html"])
+    with capture_output() as captured:
+        shell.run_line_magic("agent", "list")
+    shown = [output.data["text/html"] for output in captured.outputs if "text/html" in output.data]
+    assert len(shown) == 2 and all("mathjax_ignore" in html for html in shown)
+    assert "a $5 lamp" in frames["runs"]._repr_html_()
+    for name, frame in frames.items():
+        assert isinstance(frame, pd.DataFrame), name
+        html = shell.display_formatter.format(frame)[0]["text/html"]
+        assert "tex2jax_ignore" in html and "mathjax_ignore" in html, name
+    assert pd.get_option("display.html.use_mathjax") is True
+    for plain in (pd.DataFrame(frames["runs"]), shell.user_ns["df"]):
+        assert type(plain) is pd.DataFrame and "mathjax_ignore" not in plain._repr_html_()

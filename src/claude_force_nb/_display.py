@@ -171,7 +171,9 @@ class AgentRun:
         return " · ".join(parts)
 
     def to_frame(self) -> pd.DataFrame:
-        import pandas as pd
+        """One row per call (for `--inputs`, the input columns first), as a pandas DataFrame whose notebook
+        HTML MathJax leaves alone (answers with `$` amounts stay text; see `_frames`)."""
+        from ._frames import MathSafeFrame
 
         rows = []
         for i, r in enumerate(self.results):
@@ -192,7 +194,7 @@ class AgentRun:
             )
             rows.append(row)
         index = self.index if self.index is not None and len(self.index) == len(rows) else None
-        return pd.DataFrame(rows, index=index)
+        return MathSafeFrame(rows, index=index)
 
     # -- display ---------------------------------------------------------------------------------------
 

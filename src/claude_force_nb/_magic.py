@@ -558,7 +558,12 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
         try:
             command = parse_line(line)
             handler = getattr(self, f"_cmd_{command.name}")
-            return handler(*command.args)
+            result = handler(*command.args)
+            if result is None or not hasattr(result, "columns"):
+                return result
+            from ._frames import math_safe
+
+            return math_safe(result)  # a table of tasks or answers with `$` amounts is never typeset
         except (MagicInputError, ClaudeForceError, OSError, ValueError) as exc:
             raise UsageError(str(exc)) from None
 
@@ -572,6 +577,8 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
 
     def _cmd_list(self) -> Any:
         import pandas as pd
+
+        from ._frames import math_safe
 
         orch = self.session.orchestrator()
         agents = pd.DataFrame(
@@ -594,9 +601,9 @@ class AgentMagics(Magics, _SettingOptions):  # type: ignore[misc]
             columns=["workflow", "steps"],
         )
         with pd.option_context("display.max_colwidth", None):  # every step of a workflow, never "…"
-            display(agents)
+            display(math_safe(agents))
             if len(workflows):
-                display(workflows)
+                display(math_safe(workflows))
         return None
 
     def _cmd_runs(self, which: str | None = None) -> Any:

@@ -70,5 +70,12 @@ def test_notebook_runs_on_the_simulator(path: Path, tmp_path: Path, monkeypatch:
     text = json.dumps([cell.get("outputs", []) for cell in notebook.cells])
     assert "answers are simulated by the bundled local simulator" in text
     assert "Traceback" not in text
+    if path.name.startswith("01"):  # "Re-run for free" re-runs the fan-out: every call from the cache, at $0
+        rerun = re.search(
+            r"(\d+) of (\d+) calls answered from the cache; cost \$([\d.]+), saved \$([\d.]+)", text
+        )
+        assert rerun is not None, "the quickstart's re-run printed no cache line"
+        hits, calls, cost, saved = rerun.groups()
+        assert hits == calls == "3" and float(cost) == 0.0 and float(saved) > 0
     if path.name.startswith("02") and redis_url:
         assert "same answer: True" in text

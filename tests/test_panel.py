@@ -35,7 +35,7 @@ async def test_panel_cancel_before_start_unsubscribes(
     await asyncio.sleep(0)
     assert not session.orchestrator().events.active
     assert panel.status.value.startswith("<b>cancelled</b>")
-    session.close()
+    await session.aclose()
 
 
 @pytest.fixture
@@ -57,14 +57,8 @@ def slow_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
 
 
 async def _close(session: NotebookSession) -> None:
-    """Close the session and let its orchestrator's closing task run on this loop."""
-    from claude_force_nb._loop import pending_tasks
-
-    session.close()
-    for _ in range(500):
-        if not pending_tasks():
-            break
-        await asyncio.sleep(0.01)
+    """Close the session; its orchestrator closes on this loop before the test's loop ends."""
+    await session.aclose()
 
 
 def _values(widget: Any) -> list[str]:

@@ -201,3 +201,63 @@ def test_sim_latency_slows_the_sessions_simulator(shell: InteractiveShell) -> No
     finally:
         session.close()
         reset_session(None)
+
+
+_LEFT_OPEN = (
+    "Task was destroyed but it is pending",
+    "Unclosed client session",
+    "Unclosed connector",
+    "was never awaited",
+    "unclosed event loop",
+)
+
+
+@pytest.mark.parametrize("ending", ["close", "rebuild-then-exit", "exit"])
+def test_a_script_using_the_session_leaves_nothing_open_at_exit(
+    ending: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """Outside a kernel (a script, terminal IPython) the session runs on a private loop that nothing else
+    runs: closing it, rebuilding its orchestrator after a settings change, or just exiting closes the
+    connections on that loop. Before, the closing task was spawned there and never ran: "Task was destroyed
+    but it is pending!" and "Unclosed client session" at exit."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from claude_force_nb._loop import run_blocking
+from claude_force_nb._session import NotebookSession, SessionSettings, reset_session
+
+settings = SessionSettings(config_path={str(write_claude_dir(tmp_path))!r}, enable_cache=False)
+session = NotebookSession(settings=settings, announce=lambda _: None)
+reset_session(session)
+assert run_blocking(session.orchestrator().execute_agent("code-reviewer", "x")).success
+if {ending!r} == "rebuild-then-exit":
+    session.update(max_concurrent=3)
+    assert run_blocking(session.orchestrator().execute_agent("code-reviewer", "y")).success
+if {ending!r} == "close":
+    session.close()
+print("ran")
+"""
+    env = {**os.environ, "ANTHROPIC_BASE_URL": sim.base_url}
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ran", done.stderr
+    assert not [line for line in done.stderr.splitlines() if any(m in line for m in _LEFT_OPEN)], done.stderr
+
+
+async def test_aclose_waits_until_the_orchestrator_is_closed(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In async code, `await session.aclose()` returns once the orchestrator's connections are closed on this
+    loop, so nothing is left pending when the loop ends."""
+    from claude_force_nb._loop import pending_tasks
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+    settings = SessionSettings(config_path=str(write_claude_dir(tmp_path)), enable_cache=False)
+    session = NotebookSession(settings=settings, announce=lambda _: None)
+    orch = session.orchestrator()
+    assert (await orch.execute_agent("code-reviewer", "x")).success
+    await session.aclose()
+    assert pending_tasks() == 0 and orch._backend is None and orch._closed

@@ -13,6 +13,10 @@ all share one loop and one connection pool.
   interrupt is re-raised for the caller to report.
 - `spawn(coro)`: schedule on the same loop and return the task at once (kept strongly referenced here until
   it ends, since the loop itself only keeps weak references).
+- `finish_soon(coro)`: run a closing coroutine to its end without blocking a kernel: a spawned task when the
+  loop is running, else at once (a script or terminal IPython, where nothing else would ever run the private
+  loop: a spawned task would be destroyed pending at exit and the connections it was to close left open).
+  At exit the private loop's unfinished tasks are cancelled and awaited, and the loop closed.
 - `call_on(loop, fn)`: run `fn()` on `loop`, from whichever thread a callback arrives on. JupyterLab sends
   widget messages on a kernel subshell, which ipykernel 7 handles in its own thread with its own event loop:
   a button's callback run there would start calls on that loop, away from the orchestrator's connection
@@ -22,13 +26,14 @@ all share one loop and one connection pool.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["call_on", "current_loop", "run_blocking", "spawn"]
+__all__ = ["call_on", "current_loop", "finish_soon", "run_blocking", "spawn"]
 
 T = TypeVar("T")
 
@@ -88,6 +93,32 @@ def spawn(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     return task
+
+
+def finish_soon(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+    """Run `coro` to its end on the notebook's loop: spawned (and returned) when that loop is running, else
+    run now (see the module docstring)."""
+    loop = current_loop()
+    if loop.is_running():
+        return spawn(coro)
+    run_blocking(coro)
+    return None
+
+
+@atexit.register
+def _close_private_loop() -> None:
+    """At exit: cancel and await what is still pending on the private loop, then close it (else each pending
+    task is "destroyed but pending" and the loop "unclosed")."""
+    loop = _private_loop
+    if loop is None or loop.is_closed() or loop.is_running():
+        return
+    pending = [t for t in _tasks if not t.done() and t.get_loop() is loop]
+    for task in pending:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:

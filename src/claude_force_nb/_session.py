@@ -9,10 +9,11 @@ options from them and follows their changes (`on_change`). Changing one that the
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import contextlib
+import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .sim import Simulator
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SIM_TTFT_S",
@@ -310,6 +313,7 @@ class NotebookSession:
     _notices: LifecycleNotices | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _listeners: list[Callable[[frozenset[str]], None]] = field(default_factory=list)
+    _closing: set[asyncio.Task[Any]] = field(default_factory=set)  # closing in the background (see aclose)
 
     def __repr__(self) -> str:
         # Not the dataclass repr: that would show the endpoint's key and the `environ` mapping, and a cell
@@ -402,13 +406,7 @@ class NotebookSession:
         self._budget = None
         if old is None:
             return
-        from ._loop import current_loop, run_blocking, spawn
-
-        with contextlib.suppress(Exception):
-            if current_loop().is_running():
-                spawn(old.aclose())
-            else:  # outside a kernel (scripts, tests): nothing else would run the loop to close it
-                run_blocking(old.aclose())
+        self._closing_soon(old.aclose())
 
     # -- the orchestrator -----------------------------------------------------------------------------------
 
@@ -519,14 +517,26 @@ class NotebookSession:
         orch, self._orchestrator = self._orchestrator, None
         if orch is None:
             return
-        from ._loop import spawn
 
         async def close_when_idle() -> None:
             await orch.drain()  # calls still running (say, a --bg cell) finish on the old orchestrator
             await orch.aclose()
 
-        with contextlib.suppress(Exception):
-            spawn(close_when_idle())
+        self._closing_soon(close_when_idle())
+
+    def _closing_soon(self, closing: Coroutine[Any, Any, None]) -> None:
+        """Close something on the notebook's loop: in the background in a kernel (kept in `_closing` until it
+        ends, so `aclose()` can wait for it), at once in a script or terminal (see `_loop.finish_soon`)."""
+        from ._loop import finish_soon
+
+        try:
+            task = finish_soon(closing)
+        except Exception:  # closing is best effort: a broken connection must not stop the session closing
+            log.debug("closing on the notebook loop failed", exc_info=True)
+            return
+        if task is not None:
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # -- run log --------------------------------------------------------------------------------------------
 
@@ -547,8 +557,16 @@ class NotebookSession:
     def runs_frame(self) -> pd.DataFrame:
         return self.run_log.to_frame()
 
+    async def aclose(self) -> None:
+        """`close()`, then wait until the orchestrator's connections and the coordination store are closed:
+        for async code (an async test, a script's own loop) whose loop ends right after."""
+        self.close()
+        while self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
     def close(self) -> None:
-        """Stop the simulator and persistence; used at kernel shutdown and by tests."""
+        """Stop the simulator and persistence; used at kernel shutdown and by tests. In a kernel the old
+        orchestrator closes on the notebook loop once its calls end (`aclose()` waits for that)."""
         self._drop_orchestrator()
         self._drop_coordination()
         if self._persist_close is not None:
@@ -568,12 +586,35 @@ _session: NotebookSession | None = None
 _session_lock = threading.Lock()
 
 
+def _close_at_exit() -> None:
+    """Close the process-wide session when the interpreter exits (a script, terminal IPython): its
+    connections are closed on the loop that opened them, not left to the garbage collector, which warns
+    "Unclosed client session". Registered after `_loop`'s own exit hook, so it runs before that one closes
+    the private loop."""
+    session = _session
+    if session is not None:
+        session.close()
+
+
+_exit_hook: list[bool] = []  # registered yet?
+
+
+def _register_exit_hook() -> None:
+    if _exit_hook:
+        return
+    from . import _loop  # noqa: F401  (imported first: its exit hook must run after ours)
+
+    atexit.register(_close_at_exit)
+    _exit_hook.append(True)
+
+
 def get_session() -> NotebookSession:
     """The process-wide notebook session (created with default settings on first use)."""
     global _session
     with _session_lock:
         if _session is None:
             _session = NotebookSession()
+            _register_exit_hook()
         return _session
 
 
@@ -582,6 +623,8 @@ def reset_session(session: NotebookSession | None = None) -> NotebookSession | N
     global _session
     with _session_lock:
         old, _session = _session, session
+    if session is not None:
+        _register_exit_hook()
     if old is not None and old is not session:
         old.close()
     return old

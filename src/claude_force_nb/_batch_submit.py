@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -59,17 +58,8 @@ lease ids (kept in the registry). A hold nobody settles by then counts as spent 
 
 
 def _new_record(orch: AsyncAgentOrchestrator, call: CallSpec, request: MessageRequest) -> RunRecord:
-    record = RunRecord(
-        run_id=new_run_id(),
-        agent=call.agent,
-        model=request.model,
-        task=call.task,
-        queued_at=time.time(),
-        mode="batch",
-    )
-    if orch.enable_tracking:
-        orch.runs.add(record)
-    orch.events.emit("queued", record)
+    record = RunRecord.queued(call.agent, request.model, call.task, mode="batch")
+    orch._track_queued(record)
     return record
 
 

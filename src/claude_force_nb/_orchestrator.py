@@ -580,22 +580,18 @@ class AsyncAgentOrchestrator:
         on_record: Callable[[RunRecord], None] | None = None,
     ) -> AgentResult:
         call, request = plan.call, plan.request
-        record = RunRecord(
-            run_id=new_run_id(),
-            agent=call.agent,
-            model=request.model,
-            task=call.task,
-            queued_at=time.time(),
+        record = RunRecord.queued(
+            call.agent,
+            request.model,
+            call.task,
             workflow=call.workflow,
             workflow_step=call.workflow_step,
             batch_id=call.batch_id,
         )
         if on_record is not None:
             on_record(record)
-        if self.enable_tracking:
-            self.runs.add(record)
+        self._track_queued(record)
         events = self.events
-        events.emit("queued", record)
         held: list[tuple[Budget, Reservation]] = []  # the current attempt's budget reservations
         cache = self.cache if call.use_cache and self.cache is not None else None
         if cache is not None and cache.excludes(call.agent):
@@ -689,6 +685,12 @@ class AsyncAgentOrchestrator:
             self._active -= 1
             if not self._active:
                 self._idle.set()
+
+    def _track_queued(self, record: RunRecord) -> None:
+        """Add a new record to the run log (when tracking) and say it is queued (both call paths)."""
+        if self.enable_tracking:
+            self.runs.add(record)
+        self.events.emit("queued", record)
 
     def _served_from_cache(
         self, record: RunRecord, call: CallSpec, hit: CacheHit, on_text: TextCallback | None

@@ -13,6 +13,7 @@ import math
 import operator
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -115,6 +116,12 @@ class RunRecord:
     error_type: str | None = None
     output: str | None = None
     spans: list[AttemptSpan] = field(default_factory=list)
+
+    @classmethod
+    def queued(cls, agent: str, model: str, task: str, **fields: Any) -> RunRecord:
+        """The record of a call entering the queue now, with a fresh run id: the one constructor the
+        interactive and the batch paths share. `fields` sets the others (workflow, batch_id, mode...)."""
+        return cls(run_id=new_run_id(), agent=agent, model=model, task=task, queued_at=time.time(), **fields)
 
     @property
     def done(self) -> bool:

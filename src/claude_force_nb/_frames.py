@@ -2,11 +2,12 @@
 
 A table of answers or tasks with dollar amounts ("costs $5 … saves $3") is typeset by JupyterLab's MathJax
 as LaTeX between the two `$`, mangling the cells (see `_style` for why). pandas can mark its HTML for
-MathJax to skip (`display.html.use_mathjax = False` adds the `tex2jax_ignore mathjax_ignore` classes), but
-that option is global: setting it would silently change every other frame in the user's notebook. So the
-frames we return and display are a `MathSafeFrame`, a `pandas.DataFrame` subclass whose own HTML repr turns
-the option off just while it renders. Everything else is pandas' own: the frames derived from it (a filter,
-`.head()`, `.assign()`) stay math-safe, and any other DataFrame renders as the user configured pandas.
+MathJax to skip (`display.html.use_mathjax = False` adds the `tex2jax_ignore` class; pandas 3 adds
+`mathjax_ignore` too), but that option is global: setting it would silently change every other frame in the
+user's notebook. So the frames we return and display are a `MathSafeFrame`, a `pandas.DataFrame` subclass
+whose own HTML repr turns the option off just while it renders, inside an element with both classes
+(`_style.MATH_IGNORE`). Everything else is pandas' own: the frames derived from it (a filter, `.head()`,
+`.assign()`) stay math-safe, and any other DataFrame renders as the user configured pandas.
 
 This module imports pandas at once: load it only where a frame is about to be built.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+
+from ._style import MATH_IGNORE
 
 __all__ = ["MathSafeFrame", "math_safe"]
 
@@ -30,7 +33,8 @@ class MathSafeFrame(pd.DataFrame):  # type: ignore[misc]  # pandas ships no type
     def _repr_html_(self) -> str | None:
         with pd.option_context("display.html.use_mathjax", False):
             html: str | None = super()._repr_html_()
-        return html
+        # pandas 3 marks the table with both classes; pandas 2 only with MathJax 2's `tex2jax_ignore`.
+        return None if html is None else f'<div class="{MATH_IGNORE}">{html}</div>'
 
 
 def math_safe(value: Any) -> Any:

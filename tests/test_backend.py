@@ -115,3 +115,23 @@ async def test_the_default_transport_is_aiohttp_without_a_warning(sim: Simulator
         assert isinstance(client._client, anthropic.DefaultAioHttpClient)
     finally:
         await backend.aclose()
+
+
+async def test_a_connection_failure_names_its_cause() -> None:
+    """The SDK says only "Connection error."; the call's error also names what failed underneath (here the
+    refused connection to a loopback port nothing listens on), so a user can tell a wrong address from a
+    broken connection pool without a traceback."""
+    import socket
+
+    from claude_force_nb import AsyncAgentOrchestrator, define_agent
+
+    define_agent("a", "x")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with AsyncAgentOrchestrator(
+        base_url=f"http://127.0.0.1:{port}", api_key="test", enable_cache=False, max_retries=0
+    ) as orch:
+        result = await orch.execute_agent("a", "task")
+    assert not result.success and result.errors[0].startswith("connection failed: Connection error. (")
+    assert "ConnectionRefusedError" in result.errors[0] and str(port) in result.errors[0]

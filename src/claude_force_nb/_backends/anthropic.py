@@ -376,7 +376,24 @@ def _translate(exc: Exception) -> BackendError:
     if isinstance(exc, anthropic.APITimeoutError):
         return AttemptTimeoutError("the request timed out at the HTTP layer")
     if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
-        return ConnectionFailedError(f"connection failed: {exc}")
+        return ConnectionFailedError(f"connection failed: {exc}{_root_cause(exc)}")
     if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
         return MalformedResponseError(f"could not parse the API's answer: {exc}")
     return BackendError(f"unexpected error from the SDK: {type(exc).__name__}: {exc}")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """ " (Type: message)" of the error at the bottom of `exc`'s chain, or "" if there is none: the SDK's
+    "Connection error." alone does not say whether the host refused, the name did not resolve or the
+    connection belonged to another event loop."""
+    seen = {id(exc)}
+    root: BaseException = exc
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    if root is exc:
+        return ""
+    detail = " ".join(str(root).split())
+    if len(detail) > 200:
+        detail = detail[:199] + "…"
+    return f" ({type(root).__name__}: {detail})" if detail else f" ({type(root).__name__})"

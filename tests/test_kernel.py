@@ -243,3 +243,23 @@ async def test_live_views_without_updates_in_place_append_instead(kernel: Kernel
     assert not any("display_id" in str(o.get("transient", "")) for o in outputs)
     rendered = [o for o in outputs if "text/markdown" in o.get("data", {})]
     assert len(rendered) == 1 and "one two" in rendered[0]["data"]["text/markdown"]
+
+
+async def test_a_panel_run_that_ends_between_cells_still_updates_the_saved_snapshot(kernel: Kernel) -> None:
+    """A run that ends while no cell executes (the kernel idles between cells, as a fast or cached run does
+    under `make demo`) sends its snapshot update with no cell to take it, and nbclient, which applies only a
+    running cell's messages, drops it. The next cell re-sends it, so the saved notebook (and its HTML) shows
+    the finished table, not "running"."""
+    await kernel.run(
+        "import claude_force_nb\np = claude_force_nb.panel()\n"
+        "p.agents.value = ('code-reviewer',)\np.task.value = 'Audit json'\nt = p.run()\np"
+    )
+    panel_cell = kernel.notebook.cells[-1]
+    await asyncio.sleep(3.0)  # the kernel runs the call (tens of milliseconds) while it idles between cells
+    await kernel.run("x = 1")  # any next cell
+    assert await kernel.value("t.done()") is True
+    snapshots = [
+        o for o in panel_cell.outputs if "cfnb-panel-snapshot" in o.get("data", {}).get("text/html", "")
+    ]
+    assert len(snapshots) == 1
+    assert "done: 1 call(s)" in snapshots[0]["data"]["text/html"]

@@ -127,6 +127,7 @@ class AgentPanel:
         self._by_agent: dict[str, RunRecord] = {}
         self._streamed: dict[str, list[str]] = {}
         self._display_id: str | None = None
+        self._resend_hook: Callable[..., None] | None = None  # see _resend_with_next_cell
         self.results: list[AgentResult] = []
         self._refresh_gauge()
         self._refresh_cache_stats()
@@ -313,6 +314,8 @@ class AgentPanel:
         that pressed Run, and ipykernel takes a message's parent from it, so the update would name a cell
         that has long finished; front ends that apply updates only for the cell running now (nbclient, so
         `make demo`) would drop it. With no parent in the context, ipykernel uses the latest request's.
+        A run that ends while no cell runs (the kernel idles between cells: a fast or cached run) has no
+        cell to take its update at all, so the next cell to run sends it again (`pre_run_cell`).
         """
         if self._display_id is None:
             return
@@ -321,6 +324,26 @@ class AgentPanel:
         contextvars.Context().run(
             update_display, self._snapshot_bundle(), raw=True, display_id=self._display_id
         )
+        self._resend_with_next_cell()
+
+    def _resend_with_next_cell(self) -> None:
+        """Send the snapshot once more when the next cell starts (only in a kernel; once per run end)."""
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None or getattr(shell, "kernel", None) is None or self._resend_hook is not None:
+            return
+
+        def resend(*_: Any) -> None:
+            shell.events.unregister("pre_run_cell", resend)
+            self._resend_hook = None
+            if self._display_id is not None:
+                from IPython.display import update_display
+
+                update_display(self._snapshot_bundle(), raw=True, display_id=self._display_id)
+
+        self._resend_hook = resend
+        shell.events.register("pre_run_cell", resend)
 
     def _refresh_cache_stats(self) -> None:
         cache = self.session.orchestrator().cache

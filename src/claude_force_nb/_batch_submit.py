@@ -7,7 +7,6 @@ docstring for the whole flow.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -271,7 +270,7 @@ async def resume_batch(
 ) -> BatchJob:
     """A job rebuilt from the registry (by its job id or any of its batch ids), ready to `wait()`."""
     from ._cache.key import request_from_semantic
-    from ._coord import CoordinationDown, SharedBudget, SharedReservation
+    from ._coord import SharedBudget, SharedReservation
 
     registry = _registry(orch, registry)
     found: RegisteredJob | None = registry.find(batch_id)
@@ -298,15 +297,13 @@ async def resume_batch(
     )
     job._batch_ids = list(found.batch_ids)
     orch._batch_jobs[job.job_id] = job
-    budget = orch.budget
-    shared = isinstance(budget, SharedBudget)
-    if isinstance(budget, SharedBudget):
+    shared = orch.budget if isinstance(orch.budget, SharedBudget) else None
+    if shared is not None:
         # Join the ledger first, so the holds this job's submitter left are settled in the ledger's epoch.
         # (Redis down: they are settled once it answers; at worst a hold also lapses, counted twice, never
         # under-counted.)
-        budget.coordination.start()
-        with contextlib.suppress(CoordinationDown):
-            await budget.coordination.join()
+        shared.coordination.start()
+        await shared.coordination.rejoin()
     for entry in registry.items(found.job_id):
         request = request_from_semantic(json.loads(entry.request))
         call = CallSpec(agent=entry.agent, task=entry.task)
@@ -322,9 +319,9 @@ async def resume_batch(
         item.batch_id = item.record.batch_id = entry.batch_id
         item.sends = 1
         item.record.status = "running"
-        if entry.lease is not None and shared:
+        if entry.lease is not None and shared is not None:
             # its hold on the shared ledger, whoever reserved it: settling it there counts the cost once
-            item.held.append((orch.budget, SharedReservation(entry.held, entry.lease)))
+            item.held.append((shared, SharedReservation(entry.held, entry.lease)))
         job._pending.setdefault(entry.batch_id, {})[item.custom_id] = item
     waiting_indexes = {item.index for waiting in job._pending.values() for item in waiting.values()}
     for index, result in enumerate(job._results):

@@ -388,7 +388,7 @@ class RateLimiter:
         answer (at most `_PROBE_WAIT_S`): its headers state the limits, so a large fan-out starts paced
         instead of as one burst into the API's limiter. Costs one call's latency, once per limiter. Returns
         True for the probe itself, which must call `end_probe()` when its attempt ends."""
-        if self._probed or not self.learn_limits or self.limits:
+        if self.ready:
             return False
         if self._probe is None:
             self._probe = asyncio.get_running_loop().create_future()

@@ -839,7 +839,6 @@ class AsyncAgentOrchestrator:
                 probing = await limiter.probe()
                 if pace is None:
                     pace = self._pace(request, estimate_in)
-                booked = pace is not None
                 if pace is not None:
                     estimate_in = pace.input_tokens  # kept for the retries and the correction after
                     await pace.wait()
@@ -874,7 +873,7 @@ class AsyncAgentOrchestrator:
                 else:
                     span.end = time.time()
                     span.outcome = "ok"
-                    self._paced(request, completion, estimate_in if booked else -1)
+                    self._paced(request, completion, pace.input_tokens if pace is not None else -1)
                     return completion
             finally:
                 self._slots.release()

@@ -319,12 +319,13 @@ class AgentPanel:
         """
         if self._display_id is None:
             return
+        contextvars.Context().run(self._send_snapshot)
+        self._resend_with_next_cell()
+
+    def _send_snapshot(self) -> None:
         from IPython.display import update_display
 
-        contextvars.Context().run(
-            update_display, self._snapshot_bundle(), raw=True, display_id=self._display_id
-        )
-        self._resend_with_next_cell()
+        update_display(self._snapshot_bundle(), raw=True, display_id=self._display_id)
 
     def _resend_with_next_cell(self) -> None:
         """Send the snapshot once more when the next cell starts (only in a kernel; once per run end)."""
@@ -337,10 +338,7 @@ class AgentPanel:
         def resend(*_: Any) -> None:
             shell.events.unregister("pre_run_cell", resend)
             self._resend_hook = None
-            if self._display_id is not None:
-                from IPython.display import update_display
-
-                update_display(self._snapshot_bundle(), raw=True, display_id=self._display_id)
+            self._send_snapshot()
 
         self._resend_hook = resend
         shell.events.register("pre_run_cell", resend)

@@ -104,7 +104,7 @@ class SharedBudget(Budget):
         coord = self.coordination
         coord.start()
         limiter = pace.limiter if pace is not None else None
-        joint = isinstance(limiter, SharedRateLimiter) and limiter.coordination is coord
+        joint = limiter if isinstance(limiter, SharedRateLimiter) and limiter.coordination is coord else None
         # With a limit, this process's callers ask the ledger one at a time, so a big call waiting at the head
         # is not overtaken by small ones; without one nothing ever waits, so they go at once.
         turn = limit is not None
@@ -114,14 +114,14 @@ class SharedBudget(Budget):
             delay = _POLL_S[0]
             while True:
                 lease = uuid.uuid4().hex
-                book = limiter.booking(pace) if joint and pace is not None else None  # type: ignore[union-attr]
+                book = joint.booking(pace) if joint is not None and pace is not None else None
                 try:
                     if not coord.epoch:
                         await coord.join()
                     step = await coord.step(
                         reserve=(lease, worst_case_usd, limit),
                         book=book,
-                        burst_s=limiter.burst_s if limiter is not None else 0.0,
+                        burst_s=joint.burst_s if joint is not None else 0.0,
                         lease_s=lease_s,
                     )
                 except CoordinationDown as exc:

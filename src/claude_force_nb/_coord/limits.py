@@ -16,7 +16,6 @@ arithmetic, this process alone) with one warning, and goes back to the shared st
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import CoordinationError
@@ -62,15 +61,11 @@ class SharedRateLimiter(RateLimiter):
                 self._down(exc)
             else:
                 if step.status == "epoch":  # only the budget's part cares: the deferred settles go on a join
-                    self.coordination.spawn(self._rejoin())
+                    self.coordination.spawn(self.coordination.rejoin())
                 self.coordination.recovered("limits")
                 await self.wait_booked(step.seconds)
                 return
         await super().acquire(input_tokens=input_tokens, output_tokens=output_tokens)
-
-    async def _rejoin(self) -> None:
-        with contextlib.suppress(CoordinationDown):
-            await self.coordination.join()
 
     @property
     def enabled(self) -> bool:
@@ -94,7 +89,7 @@ class SharedRateLimiter(RateLimiter):
 
     async def probe(self) -> bool:
         """Limits another member learned are this one's too; only a scope with none known yet probes."""
-        if not self._probed and self.learn_limits and not self.limits and self.shared:
+        if not self.ready and self.shared:
             coord = self.coordination
             try:
                 known = await coord.run("LEARNED", [coord.learned_key], [])

@@ -248,31 +248,19 @@ return table.concat({status, f[1], f[2], string.format('%.3f', ms), table.concat
 )
 
 # -- rate limits ---------------------------------------------------------------------------------------------
-# KEYS[1] is the scope's pause (an absolute server time in ms); the others hold one GCRA theoretical arrival
-# time each (ms). See `_limits.SmoothLimit` for the arithmetic, which is the same.
+# The scope's pause is an absolute server time in ms; each GCRA key holds a theoretical arrival time (ms),
+# booked by STEP. See `_limits.SmoothLimit` for the arithmetic, which is the same.
 
-_RATE_PREAMBLE = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
-local function store(key, tat, now)
-  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)) + 60000)
-end
-"""
-
-PAUSE = (
-    _RATE_PREAMBLE
-    + """
+PAUSE = """
 -- KEYS: pause. ARGV: ms. Extends, never shortens, a pause in force for every client of the scope.
-local now = now_ms()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local until_ms = now + tonumber(ARGV[1])
 if until_ms > (tonumber(redis.call('GET', KEYS[1]) or 0) or 0) then
   redis.call('SET', KEYS[1], string.format('%.3f', until_ms), 'PX', math.ceil(tonumber(ARGV[1])) + 1000)
 end
 return 1
 """
-)
 
 LEARNED = """
 -- KEYS: the scope's learned limits (hash kind -> per minute). ARGV: kind / per-minute pairs to record.

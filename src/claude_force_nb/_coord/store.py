@@ -314,7 +314,14 @@ class Coordination:
         """A round trip of its own for what was deferred (no call came along to carry it)."""
         with contextlib.suppress(CoordinationDown):
             if (await self.step()).status == "epoch":
-                await self.join()  # the journal (which has the settled costs) goes to the new ledger
+                await self.rejoin()
+
+    async def rejoin(self) -> None:
+        """`join`, for callers that go on without Redis: after a step found the ledger's epoch replaced (the
+        journal, which has the settled costs, goes to the new one), or before settling holds another process
+        left. A failure waits for the heartbeat's next try."""
+        with contextlib.suppress(CoordinationDown):
+            await self.join()
 
     async def step(
         self,

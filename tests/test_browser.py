@@ -156,6 +156,15 @@ def test_quickstart_runs_in_jupyterlab(lab: str, tmp_path: Path) -> None:
         browser.close()
 
 
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """A notebook of these code cells on the python3 kernel, written to `path`."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
 def _open_and_run_all(page: object, url: str) -> None:
     """Open a notebook in JupyterLab, wait for an idle kernel, then run every cell."""
     page.goto(url)  # type: ignore[attr-defined]
@@ -173,7 +182,6 @@ def test_dollar_amounts_are_never_typeset_as_maths(lab: str, tmp_path: Path) -> 
     """Answers, workflow summaries, live tables and the run log's frame (`%agent runs`, tasks with dollar
     amounts) show no MathJax element; `-f markdown+math` (the control) does typeset the answer, so the check
     can fail."""
-    import nbformat
     from playwright.sync_api import expect, sync_playwright
 
     task = "Is $5 more than $3? Compare $0.0020 with $0.0017."
@@ -186,9 +194,7 @@ def test_dollar_amounts_are_never_typeset_as_maths(lab: str, tmp_path: Path) -> 
         "%agent runs",
     ]
     control = len(cells) - 2
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "notebooks" / "dollars.ipynb")
+    write_notebook(tmp_path / "notebooks" / "dollars.ipynb", cells)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -214,7 +220,6 @@ def test_the_exported_html_opens_offline_and_shows_the_panels_table(tmp_path: Pa
     opened in Chromium with every non-file request blocked, no request is even attempted, and the panel's
     saved snapshot shows its table (the widget itself needs a widget manager, which would come from a CDN)."""
     _require_browser()
-    import nbformat
     from playwright.sync_api import sync_playwright
 
     cells = [
@@ -224,10 +229,8 @@ def test_the_exported_html_opens_offline_and_shows_the_panels_table(tmp_path: Pa
         "panel.task.value = 'Is $5 more than $3?'\npanel_run = panel.run()\npanel",
         "await panel_run",
     ]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     source = tmp_path / "panel.ipynb"
-    nbformat.write(notebook, source)
+    write_notebook(source, cells)
     shutil.copytree(ROOT / "notebooks" / ".claude", tmp_path / ".claude")
     out = tmp_path / "out"
     subprocess.run(
@@ -293,7 +296,6 @@ def test_the_panel_as_a_workspace_in_jupyterlab(lab: str, tmp_path: Path) -> Non
     tiny budget and read why every call was refused (row, detail, gauge); Cancel a slow run (cancelled, not
     failed); switch JupyterLab to its dark theme and check the panel's text is light on dark. Screenshots of
     each state (docs/panel*.png with CFNB_UPDATE_SCREENSHOT=1)."""
-    import nbformat
     from playwright.sync_api import expect, sync_playwright
 
     cells = [
@@ -303,9 +305,7 @@ def test_the_panel_as_a_workspace_in_jupyterlab(lab: str, tmp_path: Path) -> Non
         "panel.agents.value = ('code-reviewer', 'security-auditor', 'summarizer')\n"
         "panel.task.value = 'Review the json module: what costs $5 to get wrong?'\npanel",
     ]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "notebooks" / "workspace.ipynb")
+    write_notebook(tmp_path / "notebooks" / "workspace.ipynb", cells)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
